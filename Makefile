@@ -1,0 +1,22 @@
+# The two commands of the README. Each creates .venv and installs on first use.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo clean-venv
+
+$(STAMP): setup.py constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --durations=15 tests
+
+demo: $(STAMP)
+	$(PY) -m sftdiff.study --gin_file=studies/toyworld_quick.gin --gin.STUDY_DIR="'runs/demo'"
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,27 @@
+"""sftdiff: post-training diffing for SFT pipelines, in JAX."""
+
+import setuptools
+
+CORE = [
+    "jax", "flax", "optax", "orbax-checkpoint", "grain", "gin-config", "absl-py",
+    "seqio", "tensorflow-datasets", "tokenizers", "safetensors", "numpy", "tqdm",
+    "matplotlib", "openai", "inspect-evals", "pyarrow", "tensorboardX", "pyyaml",
+    "jinja2",
+    # xmanager's cloud deps pin protobuf<7; sentencepiece>=0.2.3 needs protobuf 7.
+    "sentencepiece<0.2.3",
+]
+XM = ["xmanager"]
+TEST = ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", *XM]
+
+setuptools.setup(
+    name="sftdiff",
+    version="0.1.0",
+    description="Post-training diffing: where in an SFT pipeline a trait comes from.",
+    packages=setuptools.find_packages(include=["sftdiff", "sftdiff.*"]),
+    package_data={"sftdiff": ["**/*.json", "**/*.jsonl", "**/*.md", "**/*.txt",
+                              "**/*.jinja", "**/*.yaml"]},
+    python_requires=">=3.11",
+    install_requires=CORE,
+    extras_require={"test": TEST, "xm": XM},
+    entry_points={"console_scripts": ["sftdiff=sftdiff.__main__:main"]},
+)
