@@ -47,6 +47,27 @@ def search_paths(extra: Sequence[str] = ()) -> list[str]:
   return [*extra, os.getcwd(), str(REPO_GIN_DIR)]
 
 
+def resolve_gin_files(gin_files: Sequence[str],
+                      gin_search_paths: Sequence[str] = ()) -> list[str]:
+  """Relative gin files as absolute paths found along the search paths.
+
+  Resolved here rather than by gin because gin's fallback reader treats
+  `runs/sft.gin` as a file of package `runs` and crashes when the working
+  directory has a plain `runs/` folder on sys.path (as `python -m` puts it).
+  Files not found stay as given, so gin's error names them.
+  """
+  out = []
+  for f in gin_files:
+    if not (os.path.isabs(f) or "://" in f):
+      for d in search_paths(gin_search_paths):
+        candidate = os.path.join(d, f)
+        if os.path.isfile(candidate):
+          f = os.path.abspath(candidate)
+          break
+    out.append(f)
+  return out
+
+
 def parse(gin_files: Sequence[str], bindings: Sequence[str],
           gin_search_paths: Sequence[str] = (), *, finalize: bool = True) -> None:
   """Parses gin files + bindings, raising GinConfigError with gin's message."""
@@ -54,7 +75,8 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
     gin.add_config_file_search_path(path)
   try:
     gin.parse_config_files_and_bindings(
-        list(gin_files), list(bindings), finalize_config=finalize,
+        resolve_gin_files(gin_files, gin_search_paths), list(bindings),
+        finalize_config=finalize,
         skip_unknown=False)
   except (ValueError, KeyError, SyntaxError, TypeError, IOError) as e:
     raise GinConfigError(f"gin configuration error: {e}") from e

@@ -81,3 +81,18 @@ def test_binary_exits_2_with_message_on_config_error(tmp_path):
        f"--gin_search_paths={tmp_path}", "--gin.MODEL_DIR='/x'"],
       capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr
+
+
+def test_relative_gin_file_resolves_despite_same_named_folder_in_cwd(
+    tmp_path, monkeypatch):
+  # A plain `runs/` output folder in the working directory must not shadow
+  # the search path's `runs/sft.gin` (gin would read it as a package file).
+  search = tmp_path / "gin"
+  (search / "runs").mkdir(parents=True)
+  (search / "runs" / "x.gin").write_text("X = 5\n")
+  work = tmp_path / "work"
+  (work / "runs").mkdir(parents=True)
+  monkeypatch.chdir(work)
+  monkeypatch.syspath_prepend(str(work))
+  gin_utils.parse(["runs/x.gin"], [], [str(search)], finalize=False)
+  assert gin_utils.query_macro("X") == 5
