@@ -1,0 +1,386 @@
+"""ModelConfig: one decoder-only architecture covering Llama 3, Qwen 3, Gemma 3
+(text), OLMo 2 and OLMo 3, plus conversion to/from Hugging Face `config.json`.
+
+Family-specific details (norm placement, QK-norm kind, (1+w) RMSNorm, embedding
+scaling, activation) default from `family` when left as None, so a gin file only
+binds sizes; any of them can still be overridden explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+import gin
+
+FAMILIES = ("llama", "qwen3", "gemma3", "olmo2", "olmo3")
+# HF `model_type` -> our family.
+HF_MODEL_TYPES = {
+    "llama": "llama",
+    "qwen3": "qwen3",
+    "gemma3_text": "gemma3",
+    "olmo2": "olmo2",
+    "olmo3": "olmo3",
+}
+FAMILY_TO_HF = {v: k for k, v in HF_MODEL_TYPES.items()}
+HF_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
+    "olmo2": "Olmo2ForCausalLM",
+    "olmo3": "Olmo3ForCausalLM",
+}
+FULL, SLIDING = "full_attention", "sliding_attention"
+ROPE_SCALING_TYPES = ("llama3", "yarn", "linear")
+
+# family -> (norm_placement, qk_norm, norm_offset, embed_scale, activation)
+_FAMILY_DEFAULTS = {
+    "llama": ("pre", "none", False, False, "silu"),
+    "qwen3": ("pre", "head", False, False, "silu"),
+    "gemma3": ("sandwich", "head", True, True, "gelu_tanh"),
+    "olmo2": ("post", "full", False, False, "silu"),
+    "olmo3": ("post", "full", False, False, "silu"),
+}
+
+
+class UnsupportedModelError(ValueError):
+  """A Hugging Face config describes something this decoder does not implement."""
+
+
+@gin.configurable(module="sftdiff")
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Hyper-parameters of the decoder.
+
+  Attributes:
+    family: one of FAMILIES.
+    norm_placement: 'pre' (Llama/Qwen: norm the sublayer input), 'post'
+      (OLMo 2/3: norm the sublayer output before the residual add) or
+      'sandwich' (Gemma 3: both).
+    qk_norm: 'none', 'head' (RMSNorm over head_dim, per head: Qwen 3, Gemma 3)
+      or 'full' (RMSNorm over the whole projected q / k: OLMo 2/3).
+    norm_offset: RMSNorm multiplies by (1 + w) (Gemma) instead of w.
+    embed_scale: multiply token embeddings by sqrt(hidden_size) (Gemma).
+    activation: 'silu' or 'gelu_tanh' for the gated MLP.
+    layer_types: per-layer 'full_attention' / 'sliding_attention'; None means
+      all full.
+    rope_theta: RoPE base of full-attention layers; rope_local_theta: base of
+      sliding layers (Gemma 3's rope_local_base_freq; None = rope_theta).
+    rope_scaling: HF-style dict (rope_type llama3 / yarn / linear + its
+      parameters) applied to full-attention layers; stored as a sorted tuple
+      of items so the config stays hashable.
+    query_pre_attn_scalar: attention scale is its -1/2 power (None = head_dim).
+    dtype: compute dtype; param_dtype: storage dtype of parameters.
+    remat: rematerialise each layer in the backward pass (training memory).
+  """
+  family: str = "llama"
+  vocab_size: int = 256
+  hidden_size: int = 64
+  intermediate_size: int = 128
+  num_layers: int = 2
+  num_heads: int = 4
+  num_kv_heads: int = 2
+  head_dim: int = 16
+  max_position_embeddings: int = 4096
+  rope_theta: float = 10000.0
+  rope_local_theta: float | None = None
+  rope_scaling: Any = None
+  norm_eps: float = 1e-6
+  tie_embeddings: bool = False
+  attention_bias: bool = False
+  norm_placement: str | None = None
+  qk_norm: str | None = None
+  norm_offset: bool | None = None
+  embed_scale: bool | None = None
+  activation: str | None = None
+  sliding_window: int | None = None
+  layer_types: Any = None
+  query_pre_attn_scalar: float | None = None
+  attn_logit_softcapping: float | None = None
+  final_logit_softcapping: float | None = None
+  bos_token_id: int | None = None
+  eos_token_id: Any = None
+  pad_token_id: int | None = None
+  dtype: str = "bfloat16"
+  param_dtype: str = "float32"
+  remat: bool = False
+
+  def __post_init__(self):
+    if self.family not in FAMILIES:
+      raise ValueError(f"ModelConfig.family={self.family!r} is not one of {FAMILIES}")
+    defaults = dict(zip(
+        ("norm_placement", "qk_norm", "norm_offset", "embed_scale", "activation"),
+        _FAMILY_DEFAULTS[self.family]))
+    for name, value in defaults.items():
+      if getattr(self, name) is None:
+        object.__setattr__(self, name, value)
+    if self.norm_placement not in ("pre", "post", "sandwich"):
+      raise ValueError(f"ModelConfig.norm_placement={self.norm_placement!r} "
+                       "must be 'pre', 'post' or 'sandwich'")
+    if self.qk_norm not in ("none", "head", "full"):
+      raise ValueError(f"ModelConfig.qk_norm={self.qk_norm!r} must be 'none', 'head' or 'full'")
+    if self.activation not in ("silu", "gelu_tanh"):
+      raise ValueError(f"ModelConfig.activation={self.activation!r} must be 'silu' or 'gelu_tanh'")
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"ModelConfig.num_heads={self.num_heads} is not a multiple of "
+                       f"num_kv_heads={self.num_kv_heads}")
+    if self.layer_types is not None:
+      types = tuple(self.layer_types)
+      if len(types) != self.num_layers or any(t not in (FULL, SLIDING) for t in types):
+        raise ValueError(
+            f"ModelConfig.layer_types must list {self.num_layers} entries of "
+            f"{FULL!r}/{SLIDING!r}, got {types}")
+      object.__setattr__(self, "layer_types", types)
+      if SLIDING in types and not self.sliding_window:
+        raise ValueError("ModelConfig.layer_types has sliding layers but sliding_window is not set")
+    if isinstance(self.rope_scaling, Mapping):
+      object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
+    if self.rope_scaling is not None:
+      rope_type = self.rope_scaling_dict.get("rope_type")
+      if rope_type not in ROPE_SCALING_TYPES:
+        raise ValueError(f"ModelConfig.rope_scaling rope_type={rope_type!r} is not one of "
+                         f"{ROPE_SCALING_TYPES}")
+    if isinstance(self.eos_token_id, list):
+      object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
+
+  # --- derived -------------------------------------------------------------
+  @property
+  def rope_scaling_dict(self) -> dict[str, Any]:
+    return dict(self.rope_scaling or ())
+
+  @property
+  def resolved_layer_types(self) -> tuple[str, ...]:
+    return self.layer_types or (FULL,) * self.num_layers
+
+  def is_sliding(self, layer: int) -> bool:
+    return self.resolved_layer_types[layer] == SLIDING
+
+  @property
+  def attention_scale(self) -> float:
+    return (self.query_pre_attn_scalar or self.head_dim) ** -0.5
+
+  def replace(self, **changes) -> "ModelConfig":
+    return dataclasses.replace(self, **changes)
+
+  def num_params(self, *, include_embeddings: bool = True) -> int:
+    """Exact parameter count (matches the initialised tree)."""
+    h, d = self.hidden_size, self.head_dim
+    q, kv = self.num_heads * d, self.num_kv_heads * d
+    attn = h * q + 2 * h * kv + q * h
+    if self.attention_bias:
+      attn += q + 2 * kv + h
+    qk_norm = {"none": 0, "head": 2 * d, "full": q + kv}[self.qk_norm]
+    norms = {"pre": 2, "post": 2, "sandwich": 4}[self.norm_placement] * h
+    layer = attn + qk_norm + 3 * h * self.intermediate_size + norms
+    total = self.num_layers * layer + h  # + final norm
+    if include_embeddings:
+      total += self.vocab_size * h * (1 if self.tie_embeddings else 2)
+    return total
+
+  def flops_per_token(self, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward), PaLM appendix B style.
+
+    6 * N_matmul for the weight matmuls (N_matmul = every non-embedding
+    parameter plus the LM head; the embedding lookup is not a matmul, and the
+    norm scales counted along are negligible) plus the attention
+    score/value matmuls: 12 * heads * head_dim * context per layer, where
+    context is seq_len for full layers and min(seq_len, window) for sliding
+    ones (no causal halving, as in PaLM's MFU definition).
+    """
+    n_matmul = self.num_params(include_embeddings=False) + self.vocab_size * self.hidden_size
+    attention = 0
+    for layer in range(self.num_layers):
+      context = min(seq_len, self.sliding_window) if self.is_sliding(layer) else seq_len
+      attention += 12 * self.num_heads * self.head_dim * context
+    return 6.0 * n_matmul + attention
+
+
+@gin.configurable(module="sftdiff")
+def layer_pattern(num_layers: int, full_every: int) -> tuple[str, ...]:
+  """Sliding-window layers with every `full_every`-th layer global (Gemma 3:
+  6, OLMo 3: 4), as transformers builds `layer_types`. For gin:
+  `ModelConfig.layer_types = @layer_pattern()`."""
+  return tuple(FULL if (i + 1) % full_every == 0 else SLIDING for i in range(num_layers))
+
+
+# --- Hugging Face config.json ----------------------------------------------
+
+def _rope_from_hf(d: Mapping[str, Any], family: str) -> dict[str, Any]:
+  """Reads both the legacy (rope_theta / rope_scaling / rope_local_base_freq)
+  and the transformers>=5 (`rope_parameters`, maybe nested by layer type) forms."""
+  params = d.get("rope_parameters")
+  default_theta = {"gemma3": 1_000_000.0, "olmo3": 500_000.0}.get(family, 10000.0)
+  full, local = {}, {}
+  if isinstance(params, Mapping) and (FULL in params or SLIDING in params):
+    full = dict(params.get(FULL) or {})
+    local = dict(params.get(SLIDING) or {})
+  elif isinstance(params, Mapping):
+    full = dict(params)
+  if d.get("rope_scaling"):
+    full = {**full, **d["rope_scaling"]}
+  theta = full.pop("rope_theta", d.get("rope_theta", default_theta))
+  local_default = 10000.0 if family == "gemma3" else theta
+  local_theta = local.pop("rope_theta", d.get("rope_local_base_freq", local_default))
+  for kind, p in (("full_attention", full), ("sliding_attention", local)):
+    p.setdefault("rope_type", p.pop("type", "default"))
+    if kind == "sliding_attention" and p["rope_type"] != "default":
+      raise UnsupportedModelError(
+          f"rope scaling {p['rope_type']!r} on sliding-attention layers is not supported")
+  scaling = None
+  if full["rope_type"] != "default":
+    if full["rope_type"] not in ROPE_SCALING_TYPES:
+      raise UnsupportedModelError(
+          f"rope_type {full['rope_type']!r} is not supported (supported: default, "
+          f"{', '.join(ROPE_SCALING_TYPES)})")
+    full.pop("partial_rotary_factor", None)
+    full.setdefault("original_max_position_embeddings", d.get("max_position_embeddings"))
+    scaling = full
+  out = {"rope_theta": float(theta), "rope_scaling": scaling}
+  if float(local_theta) != float(theta):
+    out["rope_local_theta"] = float(local_theta)
+  return out
+
+
+def _layer_types_from_hf(d: Mapping[str, Any], family: str, num_layers: int):
+  window = d.get("sliding_window")
+  if family == "qwen3" and not d.get("use_sliding_window", False):
+    window = None
+  if family in ("llama", "olmo2"):
+    window = None
+  types = d.get("layer_types")
+  if types is None and window:
+    if family == "gemma3":
+      pattern = d.get("sliding_window_pattern", 6)
+      types = [SLIDING if (i + 1) % pattern else FULL for i in range(num_layers)]
+    elif family == "olmo3":
+      types = [SLIDING if (i + 1) % 4 else FULL for i in range(num_layers)]
+    elif family == "qwen3":
+      start = d.get("max_window_layers", num_layers)
+      types = [SLIDING if i >= start else FULL for i in range(num_layers)]
+  if types is not None and SLIDING not in types:
+    types = None
+  if types is None:
+    window = None
+  return (tuple(types) if types else None), window
+
+
+def from_hf_config(d: Mapping[str, Any], **overrides) -> ModelConfig:
+  """Builds a ModelConfig from a Hugging Face `config.json` dict."""
+  model_type = d.get("model_type")
+  if model_type not in HF_MODEL_TYPES:
+    hint = (" (the multimodal Gemma 3 checkpoint; export its text model as "
+            "'gemma3_text')" if model_type == "gemma3" else "")
+    raise UnsupportedModelError(
+        f"unsupported model_type {model_type!r}{hint}; supported: "
+        f"{', '.join(sorted(HF_MODEL_TYPES))}")
+  family = HF_MODEL_TYPES[model_type]
+  for key in ("mlp_bias",):
+    if d.get(key):
+      raise UnsupportedModelError(f"{model_type}: {key}=true is not supported")
+  if d.get("use_bidirectional_attention"):
+    raise UnsupportedModelError(f"{model_type}: use_bidirectional_attention is not supported")
+  num_layers = d["num_hidden_layers"]
+  num_heads = d["num_attention_heads"]
+  layer_types, window = _layer_types_from_hf(d, family, num_layers)
+  act = d.get("hidden_activation") or d.get("hidden_act") or "silu"
+  act = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh"}.get(act)
+  if act is None:
+    raise UnsupportedModelError(f"{model_type}: activation {d.get('hidden_act')!r} is not supported")
+  tie_default = family == "gemma3"
+  kwargs = dict(
+      family=family,
+      vocab_size=d["vocab_size"],
+      hidden_size=d["hidden_size"],
+      intermediate_size=d["intermediate_size"],
+      num_layers=num_layers,
+      num_heads=num_heads,
+      num_kv_heads=d.get("num_key_value_heads") or num_heads,
+      head_dim=d.get("head_dim") or d["hidden_size"] // num_heads,
+      max_position_embeddings=d.get("max_position_embeddings", 4096),
+      norm_eps=d.get("rms_norm_eps", 1e-6),
+      tie_embeddings=bool(d.get("tie_word_embeddings", tie_default)),
+      attention_bias=bool(d.get("attention_bias", False)),
+      activation=act,
+      sliding_window=window,
+      layer_types=layer_types,
+      bos_token_id=d.get("bos_token_id"),
+      eos_token_id=d.get("eos_token_id"),
+      pad_token_id=d.get("pad_token_id"),
+      **_rope_from_hf(d, family),
+  )
+  if family == "gemma3":
+    kwargs["query_pre_attn_scalar"] = d.get("query_pre_attn_scalar", 256)
+    kwargs["attn_logit_softcapping"] = d.get("attn_logit_softcapping")
+    kwargs["final_logit_softcapping"] = d.get("final_logit_softcapping")
+  kwargs.update(overrides)
+  return ModelConfig(**kwargs)
+
+
+def to_hf_config(cfg: ModelConfig) -> dict[str, Any]:
+  """HF `config.json` dict; rope settings in the legacy keys (rope_theta,
+  rope_scaling, rope_local_base_freq), which transformers 4.x/5.x and vLLM read."""
+  family = cfg.family
+  d: dict[str, Any] = {
+      "architectures": [HF_ARCHITECTURES[family]],
+      "model_type": FAMILY_TO_HF[family],
+      "vocab_size": cfg.vocab_size,
+      "hidden_size": cfg.hidden_size,
+      "intermediate_size": cfg.intermediate_size,
+      "num_hidden_layers": cfg.num_layers,
+      "num_attention_heads": cfg.num_heads,
+      "num_key_value_heads": cfg.num_kv_heads,
+      "head_dim": cfg.head_dim,
+      "max_position_embeddings": cfg.max_position_embeddings,
+      "rms_norm_eps": cfg.norm_eps,
+      "tie_word_embeddings": cfg.tie_embeddings,
+      "attention_bias": cfg.attention_bias,
+      "attention_dropout": 0.0,
+      "rope_theta": cfg.rope_theta,
+      "bos_token_id": cfg.bos_token_id,
+      "eos_token_id": list(cfg.eos_token_id) if isinstance(cfg.eos_token_id, tuple) else cfg.eos_token_id,
+      "pad_token_id": cfg.pad_token_id,
+      "torch_dtype": "float32",
+      "use_cache": True,
+  }
+  act = {"silu": "silu", "gelu_tanh": "gelu_pytorch_tanh"}[cfg.activation]
+  if family == "gemma3":
+    d["hidden_activation"] = act
+    d["query_pre_attn_scalar"] = cfg.query_pre_attn_scalar or cfg.head_dim
+    d["rope_local_base_freq"] = cfg.rope_local_theta or cfg.rope_theta
+    d["attn_logit_softcapping"] = cfg.attn_logit_softcapping
+    d["final_logit_softcapping"] = cfg.final_logit_softcapping
+  else:
+    d["hidden_act"] = act
+  if family == "llama":
+    d["mlp_bias"] = False
+  if cfg.rope_scaling is not None:
+    d["rope_scaling"] = cfg.rope_scaling_dict
+  # transformers>=5 form too (it takes precedence there; older readers ignore it).
+  full = {"rope_type": "default", **cfg.rope_scaling_dict, "rope_theta": cfg.rope_theta}
+  if family in ("gemma3", "olmo3"):
+    local = {"rope_type": "default", "rope_theta": cfg.rope_local_theta or cfg.rope_theta}
+    d["rope_parameters"] = {FULL: full, SLIDING: local}
+  else:
+    d["rope_parameters"] = full
+  if cfg.layer_types is not None or family in ("gemma3", "olmo3"):
+    d["layer_types"] = list(cfg.resolved_layer_types)
+    d["sliding_window"] = cfg.sliding_window
+  if family == "qwen3":
+    d["use_sliding_window"] = cfg.layer_types is not None
+    d["sliding_window"] = cfg.sliding_window
+    d["max_window_layers"] = cfg.num_layers
+  if family == "olmo3" and cfg.rope_local_theta not in (None, cfg.rope_theta):
+    raise UnsupportedModelError("olmo3 has one rope_theta for all layers; rope_local_theta "
+                                "cannot be exported")
+  return d
+
+
+def rope_theta_for_layer(cfg: ModelConfig, layer: int) -> float:
+  if cfg.is_sliding(layer) and cfg.rope_local_theta is not None:
+    return cfg.rope_local_theta
+  return cfg.rope_theta
+
+
+def embed_multiplier(cfg: ModelConfig) -> float:
+  return math.sqrt(cfg.hidden_size) if cfg.embed_scale else 1.0

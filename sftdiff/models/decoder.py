@@ -1,0 +1,289 @@
+"""Decoder-only transformer (Llama 3 / Qwen 3 / Gemma 3 / OLMo 2 / OLMo 3).
+
+One code path serves packed training (`cache=None`) and KV-cache decoding.
+Attention mask: query q may attend key k iff seg[k] == seg[q] != 0,
+pos[k] <= pos[q], and on sliding layers pos[q] - pos[k] < window.
+
+Logical axis names (mapped to a mesh by the trainer's gin rules):
+  params       embedding ('vocab', 'embed'); q kernel ('embed', 'heads', 'kv');
+               k/v kernels ('embed', 'kv_heads', 'kv'); o kernel
+               ('heads', 'kv', 'embed'); gate/up ('embed', 'mlp'); down
+               ('mlp', 'embed'); lm_head ('embed', 'vocab'); norm scales
+               ('embed',) or ('kv',) for per-head QK-norm, ('heads_kv',) /
+               ('kv_heads_kv',) for OLMo's full-width QK-norm (replicate them).
+  activations  ('batch', 'length', 'embed'), ('batch', 'length', 'heads', 'kv'),
+               ('batch', 'length', 'kv_heads', 'kv'), ('batch', 'length', 'mlp'),
+               ('batch', 'length', 'vocab'); cache k/v ('batch', 'cache_length',
+               'kv_heads', 'kv').
+  'kv' is the per-head dimension (T5X convention); 'kv_heads' the key/value heads.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sftdiff.models import rope
+from sftdiff.models.config import ModelConfig, embed_multiplier, rope_theta_for_layer
+
+_INIT = nn.initializers.normal(stddev=0.02)
+_NEG_INF = -1e30
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Decoding state. k/v: one [B, S, kv_heads, head_dim] array per layer;
+  positions / segment_ids: [B, S] per slot (segment 0 = empty); index: the
+  next slot to write (scalar int32)."""
+  k: tuple[jnp.ndarray, ...]
+  v: tuple[jnp.ndarray, ...]
+  positions: jnp.ndarray
+  segment_ids: jnp.ndarray
+  index: jnp.ndarray
+
+  @property
+  def max_len(self) -> int:
+    return self.positions.shape[1]
+
+
+def init_cache(config: ModelConfig, batch_size: int, max_len: int) -> KVCache:
+  shape = (batch_size, max_len, config.num_kv_heads, config.head_dim)
+  zeros = lambda: tuple(jnp.zeros(shape, config.dtype) for _ in range(config.num_layers))
+  return KVCache(k=zeros(), v=zeros(),
+                 positions=jnp.zeros((batch_size, max_len), jnp.int32),
+                 segment_ids=jnp.zeros((batch_size, max_len), jnp.int32),
+                 index=jnp.zeros((), jnp.int32))
+
+
+def _constrain(x, names):
+  return nn.with_logical_constraint(x, names)
+
+
+class RMSNorm(nn.Module):
+  """RMSNorm in float32; `offset` gives Gemma's (1 + w) with w initialised to 0."""
+  eps: float
+  offset: bool
+  dtype: Any
+  param_dtype: Any
+  axis_name: str = "embed"
+
+  @nn.compact
+  def __call__(self, x):
+    init = nn.initializers.zeros if self.offset else nn.initializers.ones
+    scale = self.param("scale", nn.with_logical_partitioning(init, (self.axis_name,)),
+                       (x.shape[-1],), self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+    scale = scale.astype(jnp.float32)
+    return (normed * (1.0 + scale if self.offset else scale)).astype(self.dtype)
+
+
+def _dense(features, axes, name, cfg, *, in_axes=-1, bias=False):
+  """DenseGeneral whose kernel carries `axes` (input axes, then output axes)."""
+  num_in = 1 if isinstance(in_axes, int) else len(in_axes)
+  return nn.DenseGeneral(
+      features=features, axis=in_axes, use_bias=bias, name=name,
+      dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+      kernel_init=nn.with_logical_partitioning(_INIT, axes),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[num_in:]))
+
+
+def attention_mask(q_pos_BxL, q_seg_BxL, k_pos_BxS, k_seg_BxS, window=None):
+  """Boolean [B, L, S] mask of the rule in the module docstring."""
+  q_pos, q_seg = q_pos_BxL[:, :, None], q_seg_BxL[:, :, None]
+  k_pos, k_seg = k_pos_BxS[:, None, :], k_seg_BxS[:, None, :]
+  mask = (k_seg == q_seg) & (q_seg != 0) & (k_pos <= q_pos)
+  if window is not None:
+    mask &= (q_pos - k_pos) < window
+  return mask
+
+
+class Attention(nn.Module):
+  config: ModelConfig
+  layer: int
+
+  @nn.compact
+  def __call__(self, x_BxLxE, positions_BxL, segment_ids_BxL, kv_state):
+    cfg = self.config
+    n, kvh, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    bias = cfg.attention_bias
+    q = _dense((n, d), ("embed", "heads", "kv"), "q_proj", cfg, bias=bias)(x_BxLxE)
+    k = _dense((kvh, d), ("embed", "kv_heads", "kv"), "k_proj", cfg, bias=bias)(x_BxLxE)
+    v = _dense((kvh, d), ("embed", "kv_heads", "kv"), "v_proj", cfg, bias=bias)(x_BxLxE)
+    norm = lambda name, axis: RMSNorm(cfg.norm_eps, cfg.norm_offset, cfg.dtype,
+                                      cfg.param_dtype, axis, name=name)
+    if cfg.qk_norm == "head":
+      q, k = norm("q_norm", "kv")(q), norm("k_norm", "kv")(k)
+    elif cfg.qk_norm == "full":  # OLMo: RMS over all heads of the projection
+      b, l = q.shape[:2]
+      q = norm("q_norm", "heads_kv")(q.reshape(b, l, n * d)).reshape(b, l, n, d)
+      k = norm("k_norm", "kv_heads_kv")(k.reshape(b, l, kvh * d)).reshape(b, l, kvh, d)
+
+    sliding = cfg.is_sliding(self.layer)
+    scaling = None if sliding else cfg.rope_scaling_dict or None
+    inv_freq, factor = rope.inverse_frequencies(d, rope_theta_for_layer(cfg, self.layer), scaling)
+    q = rope.apply_rope(q, positions_BxL, inv_freq, factor)
+    k = rope.apply_rope(k, positions_BxL, inv_freq, factor)
+    q = _constrain(q, ("batch", "length", "heads", "kv"))
+    k = _constrain(k, ("batch", "length", "kv_heads", "kv"))
+    v = _constrain(v, ("batch", "length", "kv_heads", "kv"))
+
+    if kv_state is None:
+      keys, values = k, v
+      k_pos, k_seg = positions_BxL, segment_ids_BxL
+      new_kv = None
+    else:
+      cache_k, cache_v, k_pos, k_seg, index = kv_state
+      keys = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, index, 0, 0))
+      values = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, index, 0, 0))
+      keys = _constrain(keys, ("batch", "cache_length", "kv_heads", "kv"))
+      values = _constrain(values, ("batch", "cache_length", "kv_heads", "kv"))
+      new_kv = (keys, values)
+
+    mask_BxLxS = attention_mask(positions_BxL, segment_ids_BxL, k_pos, k_seg,
+                                cfg.sliding_window if sliding else None)
+    b, l = q.shape[:2]
+    q_BxLxKxGxD = q.reshape(b, l, kvh, n // kvh, d)
+    logits = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxGxD, keys.astype(q.dtype),
+                        preferred_element_type=jnp.float32) * cfg.attention_scale
+    if cfg.attn_logit_softcapping:
+      cap = cfg.attn_logit_softcapping
+      logits = jnp.tanh(logits / cap) * cap
+    logits = jnp.where(mask_BxLxS[:, None, None], logits, _NEG_INF)
+    probs = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)
+    out = jnp.einsum("bkgls,bskd->blkgd", probs, values.astype(cfg.dtype))
+    out_BxLxNxD = _constrain(out.reshape(b, l, n, d), ("batch", "length", "heads", "kv"))
+    o = _dense(cfg.hidden_size, ("heads", "kv", "embed"), "o_proj", cfg, in_axes=(-2, -1),
+               bias=bias)(out_BxLxNxD)
+    return o, new_kv
+
+
+class Mlp(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxE):
+    cfg = self.config
+    gate = _dense(cfg.intermediate_size, ("embed", "mlp"), "gate_proj", cfg)(x_BxLxE)
+    up = _dense(cfg.intermediate_size, ("embed", "mlp"), "up_proj", cfg)(x_BxLxE)
+    act = jax.nn.silu if cfg.activation == "silu" else (lambda z: jax.nn.gelu(z, approximate=True))
+    hidden = _constrain(act(gate) * up, ("batch", "length", "mlp"))
+    return _dense(cfg.hidden_size, ("mlp", "embed"), "down_proj", cfg)(hidden)
+
+
+class DecoderLayer(nn.Module):
+  config: ModelConfig
+  layer: int
+
+  @nn.compact
+  def __call__(self, x_BxLxE, positions_BxL, segment_ids_BxL, kv_state):
+    cfg = self.config
+    norm = lambda name: RMSNorm(cfg.norm_eps, cfg.norm_offset, cfg.dtype, cfg.param_dtype,
+                                name=name)
+    pre = cfg.norm_placement in ("pre", "sandwich")
+    post = cfg.norm_placement in ("post", "sandwich")
+
+    h = norm("pre_attn_norm")(x_BxLxE) if pre else x_BxLxE
+    h, new_kv = Attention(cfg, self.layer, name="attn")(h, positions_BxL, segment_ids_BxL, kv_state)
+    if post:
+      h = norm("post_attn_norm")(h)
+    x_BxLxE = _constrain(x_BxLxE + h, ("batch", "length", "embed"))
+
+    h = norm("pre_mlp_norm")(x_BxLxE) if pre else x_BxLxE
+    h = Mlp(cfg, name="mlp")(h)
+    if post:
+      h = norm("post_mlp_norm")(h)
+    return _constrain(x_BxLxE + h, ("batch", "length", "embed")), new_kv
+
+
+class Decoder(nn.Module):
+  """`apply({'params': p}, tokens, positions, segment_ids, cache=None)
+  -> (logits_BxLxV float32, new_cache or None)`."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxL, positions_BxL, segment_ids_BxL, cache: KVCache | None = None):
+    cfg = self.config
+    _check_inputs(tokens_BxL, positions_BxL, segment_ids_BxL, cache)
+    embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype,
+                     param_dtype=cfg.param_dtype, name="embed_tokens",
+                     embedding_init=nn.with_logical_partitioning(_INIT, ("vocab", "embed")))
+    x = embed(tokens_BxL)
+    if cfg.embed_scale:
+      x = x * jnp.asarray(embed_multiplier(cfg), cfg.dtype)
+    x = _constrain(x, ("batch", "length", "embed"))
+
+    if cache is not None:
+      index = cache.index
+      k_pos = jax.lax.dynamic_update_slice(
+          cache.positions, positions_BxL.astype(jnp.int32), (0, index))
+      k_seg = jax.lax.dynamic_update_slice(
+          cache.segment_ids, segment_ids_BxL.astype(jnp.int32), (0, index))
+
+    layer_cls = nn.remat(DecoderLayer) if cfg.remat and cache is None else DecoderLayer
+    new_k, new_v = [], []
+    for i in range(cfg.num_layers):
+      kv_state = None if cache is None else (cache.k[i], cache.v[i], k_pos, k_seg, index)
+      x, new_kv = layer_cls(cfg, i, name=f"layers_{i}")(x, positions_BxL, segment_ids_BxL, kv_state)
+      if new_kv is not None:
+        new_k.append(new_kv[0])
+        new_v.append(new_kv[1])
+
+    x = RMSNorm(cfg.norm_eps, cfg.norm_offset, cfg.dtype, cfg.param_dtype, name="final_norm")(x)
+    if cfg.tie_embeddings:
+      logits = embed.attend(x)
+    else:
+      logits = _dense(cfg.vocab_size, ("embed", "vocab"), "lm_head", cfg)(x)
+    logits = logits.astype(jnp.float32)
+    if cfg.final_logit_softcapping:
+      cap = cfg.final_logit_softcapping
+      logits = jnp.tanh(logits / cap) * cap
+    logits = _constrain(logits, ("batch", "length", "vocab"))
+
+    new_cache = None
+    if cache is not None:
+      new_cache = KVCache(k=tuple(new_k), v=tuple(new_v), positions=k_pos, segment_ids=k_seg,
+                          index=index + tokens_BxL.shape[1])
+    return logits, new_cache
+
+
+def _check_inputs(tokens, positions, segment_ids, cache):
+  shapes = {"tokens": tokens.shape, "positions": positions.shape, "segment_ids": segment_ids.shape}
+  if len(set(shapes.values())) != 1 or len(tokens.shape) != 2:
+    raise ValueError(f"Decoder inputs must all be [batch, length]; got {shapes}")
+  if cache is None:
+    return
+  if cache.positions.shape[0] != tokens.shape[0]:
+    raise ValueError(f"Decoder: cache batch {cache.positions.shape[0]} != tokens batch "
+                     f"{tokens.shape[0]}")
+  if not isinstance(cache.index, jax.core.Tracer):  # inside jit the write is clamped instead
+    end = int(cache.index) + tokens.shape[1]
+    if end > cache.max_len:
+      raise ValueError(f"Decoder: writing {tokens.shape[1]} tokens at cache index "
+                       f"{int(cache.index)} overflows the cache (max_len {cache.max_len})")
+
+
+def _dummy_inputs():
+  ones = jnp.ones((1, 1), jnp.int32)
+  return ones, jnp.zeros((1, 1), jnp.int32), ones
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_init(config: ModelConfig):
+  return jax.jit(lambda rng: nn.meta.unbox(Decoder(config).init(rng, *_dummy_inputs())["params"]))
+
+
+def init_params(config: ModelConfig, rng: jax.Array):
+  """Randomly initialised params (unboxed), stored in config.param_dtype."""
+  return _jitted_init(config)(rng)
+
+
+def logical_axes(config: ModelConfig):
+  """PartitionSpec tree of logical axis names, same structure as the params."""
+  boxed = jax.eval_shape(Decoder(config).init, jax.random.PRNGKey(0), *_dummy_inputs())
+  return nn.get_partition_spec(boxed)["params"]
