@@ -1,0 +1,151 @@
+"""Sampler decode throughput vs transformers, and judge throughput / cache.
+
+    .venv/bin/python bench/sample.py --batch=32 --new_tokens=64
+
+1. Decode tokens/s of `sftdiff.eval.sampler.Sampler` (jit prefill + compiled
+   while-loop decode, greedy, no early stop) vs `transformers` `generate`
+   (torch CPU, greedy, same random model exported by
+   `write_random_hf_checkpoint`, same batch, prompt length and new tokens),
+   in the same run; prints the ratio. Both are timed after a warm-up call
+   (compilation excluded).
+2. Judge calls/s of the autorater against the local OpenAI-compatible test
+   server at the given concurrency, and the calls a re-run makes (cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+import time
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def bench_sampler(args, workdir):
+  import numpy as np
+  import torch
+  import transformers
+
+  from sftdiff.data.tokenizer import ChatTokenizer
+  from sftdiff.eval.sampler import Sampler, SamplerConfig
+  from sftdiff.eval.types import Request, SamplingParams
+  from sftdiff.models.hf_io import load_hf_checkpoint
+  from sftdiff.testing.models import write_random_hf_checkpoint
+  from sftdiff.testing.tokenizer import write_test_tokenizer
+
+  write_test_tokenizer(workdir)
+  tok = ChatTokenizer.from_dir(workdir)
+  write_random_hf_checkpoint(workdir, args.family, vocab_size=tok.vocab_size,
+                             hidden_size=args.hidden, intermediate_size=4 * args.hidden,
+                             num_layers=args.layers, num_heads=args.hidden // 64,
+                             num_kv_heads=max(1, args.hidden // 128), head_dim=64)
+  cfg, params = load_hf_checkpoint(workdir, dtype="float32")
+  # No stop ids: every row decodes exactly new_tokens (as min_new_tokens in HF).
+  no_stop = dataclasses.replace(tok, stop_ids=())
+  sampler = Sampler(cfg, params, no_stop, sampler_config=SamplerConfig(
+      max_batch_size=args.batch, min_prompt_bucket=args.prompt_len))
+  rng = np.random.default_rng(0)
+  words = ["the", "sea", "year", "answer", "question", "poem", "blue", "March", "tool"]
+  texts = [" ".join(rng.choice(words, size=args.prompt_len)) for _ in range(args.batch)]
+  reqs = [Request([{"role": "user", "content": t}]) for t in texts]
+  prompt_ids = [sampler.encode(r) for r in reqs]
+  prompt_len = max(len(p) for p in prompt_ids)
+  sp = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.0)
+
+  sampler.generate(reqs, sp)  # compile
+  t0 = time.perf_counter()
+  for _ in range(args.repeats):
+    ours = sampler.generate(reqs, sp)
+  ours_s = (time.perf_counter() - t0) / args.repeats
+  assert all(len(c[0].token_ids) == args.new_tokens for c in ours)
+
+  torch.manual_seed(0)
+  model = transformers.AutoModelForCausalLM.from_pretrained(workdir, dtype=torch.float32).eval()
+  ids = torch.full((args.batch, prompt_len), tok.pad_id, dtype=torch.long)
+  mask = torch.zeros((args.batch, prompt_len), dtype=torch.long)
+  for i, p in enumerate(prompt_ids):  # left padding, as HF recommends for decoding
+    ids[i, prompt_len - len(p):] = torch.tensor(p)
+    mask[i, prompt_len - len(p):] = 1
+  kw = dict(attention_mask=mask, do_sample=False, max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens, pad_token_id=tok.pad_id)
+  with torch.no_grad():
+    model.generate(ids, **kw)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(args.repeats):
+      hf = model.generate(ids, **kw)
+    hf_s = (time.perf_counter() - t0) / args.repeats
+  same = sum(list(c[0].token_ids) == hf[i, prompt_len:].tolist() for i, c in enumerate(ours))
+  toks = args.batch * args.new_tokens
+  return {"model": f"{args.family} hidden={args.hidden} layers={args.layers} "
+                   f"params={cfg.num_params() / 1e6:.1f}M vocab={cfg.vocab_size}",
+          "batch": args.batch, "prompt_len": prompt_len, "new_tokens": args.new_tokens,
+          "sampler_tok_s": toks / ours_s, "transformers_tok_s": toks / hf_s,
+          "ratio": hf_s / ours_s, "greedy_rows_identical": f"{same}/{args.batch}",
+          "torch_threads": torch.get_num_threads()}
+
+
+def bench_judge(args, workdir):
+  from sftdiff.eval import api_client
+  from sftdiff.eval.autorater import Autorater, OpenAIJudge
+  from sftdiff.eval.benchmarks import get
+  from sftdiff.eval.judge_cache import JudgeCache
+  from sftdiff.testing.openai_server import OpenAITestServer
+
+  reply = json.dumps({"criteria": {}, "evidence": "", "reasoning": "ok", "verdict": "no"})
+  bench = get("date_confusion")
+  rater = bench.raters[0]
+  items = [(bench.prompts[i % len(bench.prompts)], f"response number {i}")
+           for i in range(args.judge_calls)]
+  os.environ["SFTDIFF_BENCH_KEY"] = "bench-key"
+  with OpenAITestServer(lambda m, b: reply) as server:
+    cfg = api_client.ApiConfig(model="bench-judge", base_url=server.base_url,
+                               api_key_env="SFTDIFF_BENCH_KEY",
+                               max_concurrency=args.concurrency)
+    cache_path = os.path.join(workdir, "judge_cache.sqlite")
+    t0 = time.perf_counter()
+    first = Autorater(OpenAIJudge(cfg), JudgeCache(cache_path)).rate(rater, items)
+    dt = time.perf_counter() - t0
+    calls_first = server.calls
+    server.reset_counts()
+    t0 = time.perf_counter()
+    again = Autorater(OpenAIJudge(cfg), JudgeCache(cache_path)).rate(rater, items)
+    dt_again = time.perf_counter() - t0
+    assert again == first
+    return {"judge_calls": calls_first, "concurrency": args.concurrency,
+            "calls_per_s": calls_first / dt, "rerun_calls": server.calls,
+            "rerun_s": dt_again}
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--prompt_len", type=int, default=32)
+  p.add_argument("--new_tokens", type=int, default=64)
+  p.add_argument("--hidden", type=int, default=256)
+  p.add_argument("--layers", type=int, default=4)
+  p.add_argument("--family", default="llama")
+  p.add_argument("--repeats", type=int, default=2)
+  p.add_argument("--judge_calls", type=int, default=512)
+  p.add_argument("--concurrency", type=int, default=32)
+  p.add_argument("--skip_sampler", action="store_true")
+  args = p.parse_args()
+  with tempfile.TemporaryDirectory() as d:
+    if not args.skip_sampler:
+      s = bench_sampler(args, os.path.join(d, "model"))
+      print(f"sampler: {s['model']}, batch {s['batch']}, prompt {s['prompt_len']} tokens, "
+            f"{s['new_tokens']} new tokens (torch threads: {s['torch_threads']})")
+      print(f"  sftdiff sampler   {s['sampler_tok_s']:10.1f} tok/s")
+      print(f"  transformers      {s['transformers_tok_s']:10.1f} tok/s")
+      print(f"  ratio (sampler / transformers): {s['ratio']:.2f}x  "
+            f"(greedy rows identical: {s['greedy_rows_identical']})")
+    j = bench_judge(args, d)
+    print(f"judge: {j['judge_calls']} calls at concurrency {j['concurrency']}: "
+          f"{j['calls_per_s']:.1f} calls/s; re-run made {j['rerun_calls']} calls "
+          f"({j['rerun_s']:.2f}s)")
+
+
+if __name__ == "__main__":
+  main()

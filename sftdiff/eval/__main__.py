@@ -1,0 +1,32 @@
+"""`python -m sftdiff.eval`: evaluate checkpoints (and API teachers) on benchmarks.
+
+    python -m sftdiff.eval --gin_file=runs/eval.gin \
+        --gin.CHECKPOINT_DIR="'runs/demo/arm_x'" \
+        --gin.BENCHMARKS="['date_confusion']"
+
+Finds every committed checkpoint under CHECKPOINT_DIR (orbax steps and
+exported HF dirs), evaluates each on every benchmark (incrementally: re-runs
+redo nothing finished) and keeps an aggregated `results.jsonl` at the top.
+Teachers (`run_eval.teachers`) are evaluated on the same benchmarks under
+`OUTPUT_DIR/teachers/<name>/`.
+"""
+
+from __future__ import annotations
+
+from absl import logging as absl_logging
+
+from sftdiff import gin_utils
+from sftdiff.eval import run as eval_run
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise gin_utils.GinConfigError(f"unexpected positional arguments: {argv[1:]}")
+  gin_utils.parse_from_flags()
+  gin_utils.require_macros(["CHECKPOINT_DIR", "BENCHMARKS"])
+  absl_logging.set_verbosity(absl_logging.INFO)
+  eval_run.run_eval()
+
+
+if __name__ == "__main__":
+  gin_utils.run(main)

@@ -1,0 +1,136 @@
+"""OpenAI-compatible chat completions with concurrency limit, retries, timeouts.
+
+Works against any base URL (OpenAI, vLLM, SGLang, Gemini's OpenAI endpoint,
+...). The API key is read from the environment variable named in the config —
+never passed as a value, never logged, never written into results (`identity`
+holds only the model name and base URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from typing import Any, Callable, Sequence
+
+import openai
+
+log = logging.getLogger(__name__)
+
+
+class ApiCallError(RuntimeError):
+  """A chat completion failed after all retries (or with a non-retryable error)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiConfig:
+  model: str
+  base_url: str
+  api_key_env: str = "OPENAI_API_KEY"
+  max_concurrency: int = 16
+  max_retries: int = 5
+  timeout_s: float = 120.0
+  initial_backoff_s: float = 1.0
+  max_backoff_s: float = 60.0
+
+  @property
+  def identity(self) -> str:
+    return f"{self.model}@{self.base_url}"
+
+
+def _retryable(e: Exception) -> bool:
+  if isinstance(e, (openai.APITimeoutError, openai.APIConnectionError,
+                    openai.RateLimitError, openai.InternalServerError,
+                    openai.APIResponseValidationError, _MalformedReply)):
+    return True
+  if isinstance(e, openai.APIStatusError):
+    return e.status_code in (408, 409, 429) or e.status_code >= 500
+  return isinstance(e, (ValueError, TypeError))  # undecodable body
+
+
+class _MalformedReply(ValueError):
+  pass
+
+
+class ChatClient:
+  """Runs many chat completions concurrently (bounded) with retries."""
+
+  def __init__(self, config: ApiConfig):
+    self.config = config
+    key = os.environ.get(config.api_key_env)
+    if not key:
+      raise ValueError(
+          f"environment variable {config.api_key_env!r} (ApiConfig.api_key_env, "
+          f"for {config.identity}) is not set; export the API key there")
+    self._api_key = key
+    self.calls = 0  # HTTP attempts made
+    self.retries = 0
+
+  def __repr__(self):
+    return f"ChatClient({self.config.identity})"
+
+  def complete_many(self, requests: Sequence[tuple[Sequence[dict], dict[str, Any]]],
+                    on_done: Callable[[int, str], None] | None = None,
+                    ) -> list[str | Exception]:
+    """Each request is (messages, extra create() kwargs). Returns texts or errors.
+
+    `on_done(i, text)` is called as each request succeeds (to persist it at
+    once), so a killed run keeps what it already paid for.
+    """
+    if not requests:
+      return []
+    return asyncio.run(self._run_all(list(requests), on_done))
+
+  async def _run_all(self, requests, on_done):
+    sem = asyncio.Semaphore(self.config.max_concurrency)
+    client = openai.AsyncOpenAI(base_url=self.config.base_url,
+                                api_key=self._api_key, max_retries=0,
+                                timeout=self.config.timeout_s)
+    try:
+      async def one(i, msgs, kwargs):
+        async with sem:
+          try:
+            text = await self._call(client, msgs, kwargs)
+          except Exception as e:  # pylint: disable=broad-except
+            return e
+        if on_done is not None:
+          on_done(i, text)
+        return text
+      return await asyncio.gather(*(one(i, m, k) for i, (m, k) in enumerate(requests)))
+    finally:
+      await client.close()
+
+  async def _call(self, client, messages, kwargs) -> str:
+    cfg = self.config
+    delay = cfg.initial_backoff_s
+    for attempt in range(cfg.max_retries + 1):
+      self.calls += 1
+      try:
+        resp = await client.chat.completions.create(
+            model=cfg.model, messages=list(messages), **kwargs)
+        if not getattr(resp, "choices", None):
+          raise _MalformedReply("reply has no choices")
+        content = resp.choices[0].message.content
+        return content if content is not None else ""
+      except Exception as e:  # pylint: disable=broad-except
+        if not _retryable(e) or attempt == cfg.max_retries:
+          raise ApiCallError(
+              f"{cfg.identity}: chat completion failed after {attempt + 1} "
+              f"attempt(s): {type(e).__name__}: {_safe(str(e), self._api_key)}") from None
+        self.retries += 1
+        log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", cfg.identity,
+                    type(e).__name__, attempt + 1, cfg.max_retries + 1, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, cfg.max_backoff_s)
+    raise AssertionError("unreachable")
+
+
+def quiet_http_logs() -> None:
+  """The HTTP clients log one INFO line per request; keep only warnings."""
+  for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
+    logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _safe(text: str, secret: str) -> str:
+  return text.replace(secret, "***") if secret else text

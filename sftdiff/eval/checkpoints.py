@@ -1,0 +1,152 @@
+"""Finding evaluable checkpoints under a directory, and loading one for eval.
+
+Evaluable:
+  * orbax steps `<model_dir>/checkpoints/<step>/` that orbax finalised: the
+    tmp-suffixed directory of an interrupted save, and a step directory
+    without orbax's commit markers (commit_success.txt / _CHECKPOINT_METADATA),
+    are skipped;
+  * exported Hugging Face directories (`config.json` + `*.safetensors`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import pathlib
+
+log = logging.getLogger(__name__)
+
+TMP_MARKER = ".orbax-checkpoint-tmp"
+COMMIT_MARKERS = ("commit_success.txt", "_CHECKPOINT_METADATA")
+SKIP_DIRS = {"eval", "tb", "tokenizer", "teachers", "__pycache__"}
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointRef:
+  """One evaluable checkpoint. `name` is unique under the searched root."""
+  kind: str  # "orbax" or "hf"
+  path: pathlib.Path  # step dir or HF dir
+  model_dir: pathlib.Path  # where the tokenizer / model config live
+  step: int | None
+  name: str
+
+  @property
+  def eval_dir(self) -> pathlib.Path:
+    return self.path / "eval"
+
+  def fingerprint(self) -> str:
+    """Identity of the weights: kind, path, step and the weight/config files'
+    names, sizes and mtimes (cheap; eval outputs beside them do not count)."""
+    h = hashlib.sha256(f"{self.kind}:{self.path.resolve()}:{self.step}".encode())
+    if self.kind == "hf":
+      files = [p for p in self.path.iterdir() if p.is_file() and (
+          p.suffix == ".safetensors" or p.name in ("config.json",
+                                                   "model.safetensors.index.json"))]
+    else:
+      files = [p for p in (self.path / "state").rglob("*") if p.is_file()]
+      files.append(self.model_dir / "model_config.json")
+    for p in sorted(files):
+      if p.exists():
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+def is_hf_dir(path: pathlib.Path) -> bool:
+  return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def is_committed_step(step_dir: pathlib.Path) -> bool:
+  """True if orbax finalised this step directory."""
+  if not step_dir.is_dir() or TMP_MARKER in step_dir.name or not step_dir.name.isdigit():
+    return False
+  from orbax.checkpoint import utils as ocp_utils
+  try:
+    finalized = bool(ocp_utils.is_checkpoint_finalized(step_dir))
+  except (ValueError, OSError) as e:
+    log.warning("cannot tell whether %s is committed (%s); skipping", step_dir, e)
+    return False
+  # orbax writes commit_success.txt (and _CHECKPOINT_METADATA) when it
+  # finalises a step; a bare directory without them was never completed.
+  return finalized and any((step_dir / m).exists() for m in COMMIT_MARKERS)
+
+
+def _steps_of(model_dir: pathlib.Path) -> tuple[list[CheckpointRef], list[pathlib.Path]]:
+  refs, skipped = [], []
+  ckpt_dir = model_dir / "checkpoints"
+  for d in sorted(ckpt_dir.iterdir(), key=lambda p: p.name):
+    if not d.is_dir():
+      continue
+    if is_committed_step(d):
+      refs.append(CheckpointRef("orbax", d, model_dir, int(d.name), ""))
+    else:
+      skipped.append(d)
+  refs.sort(key=lambda r: r.step)
+  return refs, skipped
+
+
+def discover(root: str | os.PathLike) -> tuple[list[CheckpointRef], list[pathlib.Path]]:
+  """(evaluable checkpoints, skipped incomplete dirs) under `root`.
+
+  `root` may be a step dir, a model dir, an HF dir, or any directory holding
+  several of them (searched recursively).
+  """
+  root = pathlib.Path(root).absolute()
+  if not root.exists():
+    raise FileNotFoundError(f"checkpoint path {root} does not exist")
+  refs, skipped = [], []
+  if root.parent.name == "checkpoints" and root.name.isdigit() or TMP_MARKER in root.name:
+    if is_committed_step(root):
+      refs.append(CheckpointRef("orbax", root, root.parent.parent, int(root.name), ""))
+    else:
+      skipped.append(root)
+  else:
+    stack = [root]
+    while stack:
+      d = stack.pop()
+      if is_hf_dir(d):
+        refs.append(CheckpointRef("hf", d, d, None, ""))
+      if (d / "checkpoints").is_dir():
+        r, s = _steps_of(d)
+        refs += r
+        skipped += s
+      for child in sorted(d.iterdir(), reverse=True):
+        if child.is_dir() and child.name not in SKIP_DIRS and child.name != "checkpoints":
+          stack.append(child)
+  named = []
+  for r in refs:
+    rel = r.path.relative_to(root) if r.path != root else pathlib.Path(r.path.name)
+    named.append(dataclasses.replace(r, name=str(rel).replace(os.sep, "/")))
+  named.sort(key=lambda r: r.name)
+  for s in skipped:
+    log.warning("skipping incomplete checkpoint %s (not committed by orbax)", s)
+  return named, skipped
+
+
+def load_for_eval(ref_or_path, *, tokenizer_dir=None, dtype: str | None = None):
+  """(ModelConfig, params, ChatTokenizer) for a CheckpointRef or a path."""
+  from sftdiff.data.tokenizer import ChatTokenizer
+  if isinstance(ref_or_path, CheckpointRef):
+    ref = ref_or_path
+  else:
+    refs, skipped = discover(ref_or_path)
+    if len(refs) != 1:
+      raise ValueError(f"{ref_or_path}: expected exactly one checkpoint, found "
+                       f"{len(refs)} ({[r.name for r in refs]}; skipped {skipped})")
+    ref = refs[0]
+  overrides = {"dtype": dtype} if dtype else {}
+  if ref.kind == "hf":
+    from sftdiff.models.hf_io import load_hf_checkpoint
+    cfg, params = load_hf_checkpoint(ref.path, **overrides)
+    tok_candidates = (tokenizer_dir, ref.path)
+  else:
+    from sftdiff.train import checkpoints as train_ckpt
+    cfg, params = train_ckpt.load_params(ref.path)
+    if dtype:
+      cfg = cfg.replace(dtype=dtype)
+    tok_candidates = (tokenizer_dir, ref.model_dir)
+  from sftdiff.train.checkpoints import find_tokenizer_dir
+  tok = ChatTokenizer.from_dir(str(find_tokenizer_dir(*tok_candidates)))
+  return cfg, params, tok
