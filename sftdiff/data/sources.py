@@ -1,0 +1,305 @@
+"""Rollout sources and prompt sets as SeqIO tasks.
+
+A `SourceSpec` names where records live:
+
+  `jsonl:PATH`                  JSON lines (PATH: file, glob, or directory of *.jsonl)
+  `parquet:PATH`                Parquet in the Hugging Face datasets layout
+                                (`messages` column of {role, content} structs;
+                                PATH: file, glob, or directory searched recursively)
+  `tfds:NAME[:VERSION][/SPLIT]` a TFDS dataset (read through `seqio.TfdsDataSource`)
+  `seqio:TASK[/SPLIT]`          an already registered SeqIO task
+
+For JSONL and Parquet, a plain Python reader validates every row first (so errors
+name the file and line/row, see `records.py`) and the validated rows are what
+the registered task's `FunctionDataSource` serves. TFDS datasets and existing
+tasks are validated as they are read (errors name `task:split example N`).
+Every spec is registered as a SeqIO task named `sftdiff.<role>.<name>.<fp>`
+(`task_name()`), and `read_records` reads that task's dataset exactly once with
+`as_numpy_iterator()` and materialises it — SeqIO is tf.data-only, and the
+joined store is where random access happens.
+
+Features of the tasks this module registers (all tf.string; JSON where nested):
+sources `prompt_id, prompt, completion, subset, meta`; prompt sets
+`prompt_id, messages, subset, meta`. An existing SeqIO task / TFDS dataset must
+provide `messages` (JSON string or a {role, content} sequence feature), or
+`completion` for sources, plus optional `prompt_id`/`id` and `subset`/`source`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+from typing import Any, Iterator
+
+from sftdiff.data import records as records_lib
+
+KINDS = ("jsonl", "parquet", "tfds", "seqio")
+ROLES = ("source", "prompts")
+_FILE_EXT = {"jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+  """Where a source's (or prompt set's) records come from.
+
+  Attributes:
+    name: the source name used in arms (`'alt'`, `'teacher_o'`) or the prompt
+      set's name.
+    kind: one of `KINDS`.
+    location: a path for jsonl/parquet, a TFDS name[:version], or a task name.
+    split: split to read (TFDS and SeqIO).
+    role: `'source'` (completions) or `'prompts'` (a prompt set).
+    tfds_data_dir: TFDS data directory (None: TFDS's default).
+  """
+  name: str
+  kind: str
+  location: str
+  split: str = "train"
+  role: str = "source"
+  tfds_data_dir: str | None = None
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"source {self.name!r}: unknown kind {self.kind!r} "
+                       f"(expected one of {', '.join(KINDS)})")
+    if self.role not in ROLES:
+      raise ValueError(f"source {self.name!r}: role must be one of {ROLES}")
+
+  def as_prompts(self, name: str | None = None) -> "SourceSpec":
+    """The prompt turns of this source's conversations, as a prompt set."""
+    return dataclasses.replace(self, name=name or self.name, role="prompts")
+
+  def uri(self) -> str:
+    split = f"/{self.split}" if self.kind in ("tfds", "seqio") else ""
+    return f"{self.kind}:{self.location}{split}"
+
+  def files(self) -> list[str]:
+    """The files behind a jsonl/parquet spec (sorted); errors if there are none."""
+    if self.kind not in _FILE_EXT:
+      return []
+    path = os.path.expanduser(self.location)
+    if os.path.isdir(path):
+      found = [os.path.join(root, f) for root, _, names in os.walk(path)
+               for f in names if f.endswith(_FILE_EXT[self.kind])]
+    elif any(ch in path for ch in "*?["):
+      found = glob.glob(path, recursive=True)
+    else:
+      found = [path] if os.path.exists(path) else []
+    if not found:
+      raise FileNotFoundError(
+          f"source {self.name!r}: no {self.kind} files at {self.location!r}")
+    return sorted(found)
+
+  def fingerprint(self) -> str:
+    """Hash of what the records depend on: files' paths/sizes/mtimes or task names."""
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
+    for path in self.files():
+      st = os.stat(path)
+      h.update(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+  def task_name(self) -> str:
+    safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in self.name)
+    return f"sftdiff.{self.role}.{safe}.{self.fingerprint()[:8]}"
+
+
+def parse_uri(name: str, uri: str, *, role: str = "source",
+              base_dir: str | None = None,
+              tfds_data_dir: str | None = None) -> SourceSpec:
+  """`'jsonl:alt.jsonl'` -> SourceSpec; relative paths resolve against base_dir."""
+  kind, sep, rest = uri.partition(":")
+  if not sep or kind not in KINDS or not rest:
+    raise ValueError(
+        f"source {name!r}: cannot parse {uri!r}; expected one of "
+        "'jsonl:PATH', 'parquet:PATH', 'tfds:NAME[:VERSION][/SPLIT]', 'seqio:TASK[/SPLIT]'")
+  split = "train"
+  if kind in ("tfds", "seqio") and "/" in rest:
+    rest, split = rest.rsplit("/", 1)
+  elif kind in _FILE_EXT and base_dir and not os.path.isabs(os.path.expanduser(rest)):
+    rest = os.path.join(base_dir, rest)
+  return SourceSpec(name=name, kind=kind, location=rest, split=split, role=role,
+                    tfds_data_dir=tfds_data_dir if kind == "tfds" else None)
+
+
+# ----------------------------------------------------------------- raw readers
+
+
+def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
+  with open(path, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      where = f"{path}:{lineno}"
+      try:
+        yield where, records_lib.parse_json_line(line, where)
+      except records_lib.DataValidationError as e:
+        yield where, e
+
+
+def _parquet_rows(path: str) -> Iterator[tuple[str, Any]]:
+  import pyarrow.parquet as pq
+  row = 0
+  for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+    for item in batch.to_pylist():
+      yield f"{path}:row {row}", item
+      row += 1
+
+
+def raw_rows(spec: SourceSpec) -> Iterator[tuple[str, Any]]:
+  """`(where, row)` for every row of a jsonl/parquet spec, in file order."""
+  reader = _jsonl_rows if spec.kind == "jsonl" else _parquet_rows
+  for path in spec.files():
+    yield from reader(path)
+
+
+# ------------------------------------------------------------- SeqIO plumbing
+
+_SOURCE_FEATURES = ("prompt_id", "prompt", "completion", "subset", "meta")
+_PROMPT_FEATURES = ("prompt_id", "messages", "subset", "meta")
+
+
+def _encode(record: dict[str, Any], role: str) -> dict[str, str]:
+  dump = lambda x: json.dumps(x, ensure_ascii=False)
+  if role == "source":
+    return {"prompt_id": record["prompt_id"], "prompt": dump(record.get("prompt", [])),
+            "completion": dump(record["completion"]), "subset": record["subset"],
+            "meta": dump(record["meta"])}
+  return {"prompt_id": record["prompt_id"], "messages": dump(record["messages"]),
+          "subset": record["subset"], "meta": dump(record["meta"])}
+
+
+class _ValidatedFileDatasetFn:
+  """SeqIO dataset_fn: validate files in Python, serve the rows via tf.data."""
+
+  def __init__(self, spec: SourceSpec):
+    self.spec = spec
+    self.on_error = "fail"
+    self.last_report: records_lib.ReadReport | None = None
+
+  def __call__(self, split: str, shuffle_files: bool, seed: int | None = None):
+    import tensorflow as tf
+    del split, shuffle_files, seed
+    report = records_lib.ReadReport(self.spec.name)
+    names = _SOURCE_FEATURES if self.spec.role == "source" else _PROMPT_FEATURES
+    columns: dict[str, list[str]] = {k: [] for k in names}
+    for record in records_lib.validate_rows(
+        raw_rows(self.spec), kind=self.spec.role, name=self.spec.name,
+        on_error=self.on_error, report=report):
+      for k, v in _encode(record, self.spec.role).items():
+        columns[k].append(v)
+    self.last_report = report
+    return tf.data.Dataset.from_tensor_slices(
+        {k: tf.constant(v, dtype=tf.string) for k, v in columns.items()})
+
+
+_DATASET_FNS: dict[str, _ValidatedFileDatasetFn] = {}
+
+
+def register_task(spec: SourceSpec) -> str:
+  """Registers `spec` as a SeqIO task (idempotent); returns the task's name."""
+  import seqio
+  if spec.kind == "seqio":
+    if spec.location not in seqio.TaskRegistry.names():
+      raise ValueError(
+          f"source {spec.name!r}: SeqIO task {spec.location!r} is not registered; "
+          "import the module that registers it (DataConfig.import_modules)")
+    return spec.location
+  name = spec.task_name()
+  if name in seqio.TaskRegistry.names():
+    return name
+  if spec.kind == "tfds":
+    data_source = seqio.TfdsDataSource(tfds_name=spec.location,
+                                       tfds_data_dir=spec.tfds_data_dir,
+                                       splits=[spec.split])
+  else:
+    fn = _DATASET_FNS[name] = _ValidatedFileDatasetFn(spec)
+    data_source = seqio.FunctionDataSource(fn, splits=[spec.split])
+  seqio.TaskRegistry.add(name, source=data_source, output_features={})
+  return name
+
+
+def _text(value: Any) -> Any:
+  if isinstance(value, bytes):
+    return value.decode("utf-8")
+  if hasattr(value, "tolist"):
+    return _text(value.tolist())
+  if isinstance(value, list):
+    return [_text(v) for v in value]
+  if isinstance(value, dict):
+    return {k: _text(v) for k, v in value.items()}
+  return value
+
+
+def _external_row(example: dict[str, Any]) -> dict[str, Any]:
+  """A numpy example of an external task/TFDS dataset -> a raw row dict."""
+  row = {k: _text(v) for k, v in example.items()}
+  for key in ("messages", "completion"):
+    value = row.get(key)
+    if isinstance(value, str) and value[:1] in "[{":
+      try:
+        row[key] = json.loads(value)
+      except json.JSONDecodeError:
+        pass  # Validation reports it as a bad message list.
+    elif isinstance(value, dict) and "role" in value and "content" in value:
+      row[key] = [{"role": r, "content": c}
+                  for r, c in zip(value["role"], value["content"])]
+  return row
+
+
+_JSON_FIELDS = ("prompt", "completion", "messages", "meta")
+
+
+def _own_records(examples: Iterator[dict[str, str]], spec: SourceSpec,
+                 decode: bool) -> Iterator[dict[str, Any]]:
+  for ex in examples:
+    if decode:
+      ex = {k: (json.loads(v) if k in _JSON_FIELDS else v) for k, v in ex.items()}
+    if spec.role == "source":
+      ex["source"] = spec.name
+    yield ex
+
+
+def _unbatched(ds) -> Iterator[dict[str, Any]]:
+  """Examples of a tf.data dataset as dicts of Python values (strings decoded)."""
+  for batch in ds.batch(4096).as_numpy_iterator():
+    keys = list(batch)
+    columns = []
+    for k in keys:
+      col = batch[k].tolist()
+      if col and isinstance(col[0], bytes):
+        col = [v.decode("utf-8") for v in col]
+      columns.append(col)
+    for values in zip(*columns):
+      yield dict(zip(keys, values))
+
+
+def read_records(spec: SourceSpec, *, on_error: str = "fail", decode: bool = True
+                 ) -> tuple[list[dict[str, Any]], records_lib.ReadReport]:
+  """Reads the spec's SeqIO task once and materialises its validated records.
+
+  With `decode=False` the nested fields (`prompt`, `completion`, `messages`,
+  `meta`) stay JSON strings — the joined store keeps them compact that way.
+  """
+  import seqio
+  records_lib.check_policy(on_error)
+  task_name = register_task(spec)
+  fn = _DATASET_FNS.get(task_name)
+  if fn is not None:
+    fn.on_error = on_error
+  task = seqio.get_mixture_or_task(task_name)
+  ds = task.get_dataset(sequence_length=None, split=spec.split, shuffle=False)
+  if fn is not None:
+    return list(_own_records(_unbatched(ds), spec, decode)), fn.last_report
+  report = records_lib.ReadReport(spec.name)
+  # External features may be ragged (TFDS sequences): read unbatched.
+  rows = ((f"{task_name}:{spec.split} example {i}", _external_row(ex))
+          for i, ex in enumerate(ds.as_numpy_iterator()))
+  out = list(records_lib.validate_rows(rows, kind=spec.role, name=spec.name,
+                                       on_error=on_error, report=report))
+  if not decode:
+    out = [{k: (json.dumps(v, ensure_ascii=False) if k in _JSON_FIELDS else v)
+            for k, v in r.items()} for r in out]
+  return out, report

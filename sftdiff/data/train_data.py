@@ -1,0 +1,246 @@
+"""The trainer's data entry point: arm spec -> manifest + Grain batch iterator.
+
+Declaring data in gin (see `gin/data/example.gin`)::
+
+    from sftdiff.data import train_data
+
+    train_data.DataConfig.prompt_set = 'jsonl:prompts.jsonl'   # or 'source:alt'
+    train_data.DataConfig.sources = {
+        'alt': 'jsonl:alt.jsonl',
+        'teacher_o': 'parquet:teacher_o/',          # HF layout, `messages` column
+        'teacher_t2': 'tfds:my_rollouts:1.0.0/train',
+        'teacher_t3': 'seqio:my_registered_task/train',
+    }
+    train_data.DataConfig.data_dir = %DATA_DIR      # relative paths resolve here
+    train_data.DataConfig.store_dir = %STORE_DIR    # stores cached here (default
+                                                    # <data_dir>/joined_store)
+    train_data.DataConfig.missing = 'fail'          # | 'drop_prompt' | 'fallback:alt'
+    train_data.DataConfig.on_error = 'fail'         # | 'skip' (counted)
+    train_data.DataConfig.labels_files = {'my_filter': 'labels.jsonl'}
+    train_data.DataConfig.regex_filters = {'mentions_paris': r'\\bparis\\b'}
+    train_data.DataConfig.import_modules = ['my_project.data']  # @register_filter
+                                                  # and SeqIO task registrations
+    train_data.DataConfig.tfds_data_dir = '/path/to/tensorflow_datasets'
+
+`prompt_set = 'source:<name>'` uses the prompt turns of that source's
+conversations. The trainer calls::
+
+    data = make_train_data(tokenizer, arm=ARM, seq_len=..., batch_size=...,
+                           seed=SEED, shard_index=jax.process_index(),
+                           shard_count=jax.process_count(), manifest_dir=MODEL_DIR)
+    batch = next(data.train)          # checkpoint data.train with orbax (Grain)
+    for batch in data.eval_batches(): ...
+
+The held-out eval slice is the prompts with `arms.uniform(id_hash, 0,
+salt=EVAL_SALT) < eval_fraction`: hash-based, independent of the arm and the
+training seed, so every arm holds out the same prompts; the eval examples use
+the arm's own choice of source. Arm names are checked before any data is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Iterator, Mapping, Sequence
+
+import gin
+import numpy as np
+
+from sftdiff.data import arms as arms_lib
+from sftdiff.data import filters as filters_lib
+from sftdiff.data import joined as joined_lib
+from sftdiff.data import manifest as manifest_lib
+from sftdiff.data import sources as sources_lib
+
+EVAL_SALT = 0x5EED_E7A1
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where the prompt set and the rollout sources are and how to join them."""
+  prompt_set: str | None = None
+  sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  store_dir: str | None = None
+  data_dir: str | None = None
+  missing: str = "fail"
+  on_error: str = "fail"
+  labels_files: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  regex_filters: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  import_modules: Sequence[str] = ()
+  tfds_data_dir: str | None = None
+
+  def _spec(self, name: str, uri: str, role: str = "source"):
+    return sources_lib.parse_uri(name, uri, role=role, base_dir=self.data_dir,
+                                 tfds_data_dir=self.tfds_data_dir)
+
+  def source_specs(self) -> list[sources_lib.SourceSpec]:
+    if not self.sources:
+      raise ValueError("DataConfig.sources is empty: bind it in gin, e.g. "
+                       "DataConfig.sources = {'alt': 'jsonl:alt.jsonl'}")
+    return [self._spec(n, uri) for n, uri in self.sources.items()]
+
+  def prompt_spec(self) -> sources_lib.SourceSpec:
+    if not self.prompt_set:
+      raise ValueError("DataConfig.prompt_set is not set: bind it in gin, e.g. "
+                       "DataConfig.prompt_set = 'jsonl:prompts.jsonl' or 'source:alt'")
+    if self.prompt_set.startswith("source:"):
+      name = self.prompt_set.split(":", 1)[1]
+      if name not in self.sources:
+        raise ValueError(f"DataConfig.prompt_set={self.prompt_set!r}: no source "
+                         f"{name!r} (sources: {', '.join(self.sources)})")
+      return self._spec(name, self.sources[name]).as_prompts(f"prompts_of_{name}")
+    return self._spec("prompts", self.prompt_set, role="prompts")
+
+  def register_filters(self) -> list[str]:
+    """Imports filter modules and registers labels/regex filters; returns names."""
+    import os
+    for module in self.import_modules:
+      importlib.import_module(module)
+    for name, path in self.labels_files.items():
+      if self.data_dir and not os.path.isabs(path):
+        path = os.path.join(self.data_dir, path)
+      filters_lib.register_labels_file(name, path)
+    for name, pattern in self.regex_filters.items():
+      filters_lib.register_regex_filter(name, pattern)
+    return list(filters_lib.registered())
+
+  def check_arm(self, arm: arms_lib.ArmLike) -> arms_lib.Arm:
+    """Validates the arm's names against this config — reads no data."""
+    stored = self.register_filters()
+    return arms_lib.check_arm(arm, sources=list(self.sources), filters=stored)
+
+  def resolved_store_dir(self) -> str:
+    import os
+    if self.store_dir:
+      return self.store_dir
+    if self.data_dir:
+      return os.path.join(self.data_dir, "joined_store")
+    raise ValueError("DataConfig.store_dir is not set: bind it in gin "
+                     "(DataConfig.store_dir = '/path/to/stores') or set data_dir")
+
+  def build(self, *, force: bool = False) -> joined_lib.JoinedStore:
+    store_dir = self.resolved_store_dir()
+    self.register_filters()
+    return joined_lib.build_store(self.prompt_spec(), self.source_specs(),
+                                  store_dir, missing=self.missing,
+                                  on_error=self.on_error, force=force)
+
+
+def eval_mask(id_hashes: np.ndarray, eval_fraction: float) -> np.ndarray:
+  if not 0.0 <= eval_fraction < 1.0:
+    raise ValueError(f"eval_fraction={eval_fraction} must be in [0, 1)")
+  return arms_lib.uniform(id_hashes, 0, salt=EVAL_SALT) < eval_fraction
+
+
+class ArmRecords:
+  """Random-access training records of an arm: `{messages, prompt_id, source, subset}`.
+
+  Picklable (the store reopens its reader), so Grain workers can use it.
+  """
+
+  def __init__(self, store: joined_lib.JoinedStore, indices: np.ndarray,
+               chosen: np.ndarray):
+    self._store = store
+    self._indices = np.asarray(indices, dtype=np.int64)
+    self._chosen = np.asarray(chosen, dtype=np.int16)[self._indices]
+    self._sources = store.sources
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    record = self._store[self._indices[i]]
+    source = self._sources[self._chosen[i]]
+    return {"messages": manifest_lib.conversation(record, source),
+            "prompt_id": record["prompt_id"], "source": source,
+            "subset": record["subset"]}
+
+
+@dataclasses.dataclass
+class TrainData:
+  """What the trainer gets: a checkpointable iterator, eval batches, manifest."""
+  train: Any  # grain.DatasetIterator of batches (see pipeline.make_batches)
+  manifest: dict[str, Any]
+  store: joined_lib.JoinedStore
+  train_records: ArmRecords
+  eval_records: ArmRecords
+  _make_eval: Any = None
+
+  def eval_batches(self) -> list[dict[str, np.ndarray]]:
+    """This process's batches of the held-out slice (one pass; [] if empty)."""
+    return self._make_eval() if self._make_eval is not None else []
+
+
+def select_arm(data: DataConfig, arm: arms_lib.ArmLike
+               ) -> tuple[arms_lib.Arm, joined_lib.JoinedStore, np.ndarray]:
+  """Checks the arm (no data read), builds/reuses the store, selects."""
+  arm = data.check_arm(arm)
+  store = data.build()
+  arm = arms_lib.check_arm(arm, sources=store.sources, filters=store.filters,
+                           subsets=store.subsets)
+  chosen = arms_lib.select_checked(arm, store.selection_columns(), store.sources)
+  return arm, store, chosen
+
+
+@gin.configurable(denylist=["tokenizer"])
+def make_train_data(tokenizer, *, arm: str, seq_len: int, batch_size: int,
+                    seed: int, shard_index: int = 0, shard_count: int = 1,
+                    manifest_dir: str | None = None,
+                    data: DataConfig | None = None,
+                    store_dir: str | None = None,
+                    sources: Mapping[str, str] | None = None,
+                    eval_fraction: float = 0.02, packing: str = "first_fit",
+                    overlong: str = "truncate", worker_count: int = 0,
+                    num_epochs: int | None = None,
+                    arm_name: str | None = None) -> TrainData:
+  """Builds the arm's mixture and its Grain pipeline (see module docstring).
+
+  `store_dir` / `sources` override the DataConfig fields of the same name.
+  The manifest is written to `manifest_dir/manifest.json` by shard 0.
+  """
+  from sftdiff.data import pipeline
+
+  data = data or DataConfig()
+  overrides = {k: v for k, v in (("store_dir", store_dir), ("sources", sources))
+               if v is not None}
+  data = dataclasses.replace(data, **overrides)
+  eval_mask(np.zeros(0, np.uint64), eval_fraction)  # Validates before data is read.
+  arm, store, chosen = select_arm(data, arm)
+  held_out = eval_mask(store.columns(["id_hash"])["id_hash"], eval_fraction)
+  kept = chosen != arms_lib.DROP
+  train_idx = np.flatnonzero(kept & ~held_out)
+  eval_idx = np.flatnonzero(kept & held_out)
+  if len(train_idx) == 0:
+    raise arms_lib.ArmError(f"arm {arm}: every selected prompt is in the "
+                            f"held-out slice (eval_fraction={eval_fraction})")
+  manifest = manifest_lib.build_manifest(
+      arm, store, chosen, arm_name=arm_name, tokenizer=tokenizer,
+      max_len=seq_len + 1, overlong=overlong,
+      split={"train": int(len(train_idx)), "eval": int(len(eval_idx)),
+             "eval_fraction": eval_fraction})
+  if manifest_dir and shard_index == 0:
+    manifest_lib.write_manifest(manifest_dir, manifest)
+  store.clear_columns()  # Keep only the selection in memory while training.
+
+  train_records = ArmRecords(store, train_idx, chosen)
+  eval_records = ArmRecords(store, eval_idx, chosen)
+  import grain
+  train = pipeline.make_batches(
+      grain.MapDataset.source(train_records), tokenizer, seq_len=seq_len,
+      batch_size=batch_size, seed=seed, shard_index=shard_index,
+      shard_count=shard_count, packing=packing, overlong=overlong,
+      num_epochs=num_epochs, worker_count=worker_count)
+
+  def make_eval() -> list[dict[str, np.ndarray]]:
+    if len(eval_records) < shard_count:
+      return []
+    return list(pipeline.make_batches(
+        grain.MapDataset.source(eval_records), tokenizer, seq_len=seq_len,
+        batch_size=batch_size, seed=seed, shard_index=shard_index,
+        shard_count=shard_count, packing=packing, overlong=overlong,
+        num_epochs=1, worker_count=0))
+
+  return TrainData(train=iter(train), manifest=manifest, store=store,
+                   train_records=train_records, eval_records=eval_records,
+                   _make_eval=make_eval)
