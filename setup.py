@@ -6,7 +6,7 @@ CORE = [
     "jax", "flax", "optax", "orbax-checkpoint", "grain", "gin-config", "absl-py",
     "seqio", "tensorflow-datasets", "tokenizers", "safetensors", "numpy", "tqdm",
     "matplotlib", "openai", "inspect-evals", "pyarrow", "tensorboardX", "pyyaml",
-    "jinja2",
+    "jinja2", "importlib_resources",  # TFDS needs it to prepare datasets
     # xmanager's cloud deps pin protobuf<7; sentencepiece>=0.2.3 needs protobuf 7.
     "sentencepiece<0.2.3",
 ]

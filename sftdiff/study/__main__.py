@@ -1,0 +1,177 @@
+r"""`python -m sftdiff.study`: run a whole study and write its report.
+
+    python -m sftdiff.study --gin_file=studies/toyworld_quick.gin \
+        --gin.STUDY_DIR="'runs/demo'"
+
+Stages: expand the study (bad configs fail here, before anything is built or
+trained) → build/reuse the world and the joined stores → train and evaluate
+every arm × seed (local subprocesses, `StudyConfig.parallelism` at a time; or
+`--launcher=xm` hands the runs to `launch/xm_launch.py`) → write
+`<study_dir>/report/`. Re-running skips every stage whose outputs exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from absl import flags
+
+from sftdiff import gin_utils
+import sftdiff.study
+from sftdiff.study import catalog as catalog_lib
+from sftdiff.study import collect as collect_lib
+from sftdiff.study import expansion as expand_lib
+from sftdiff.study import report as report_lib
+from sftdiff.study import results as results_lib
+from sftdiff.study import runner as runner_lib
+from sftdiff.study import stages
+from sftdiff.study import verdicts as verdicts_lib
+from sftdiff.study.config import StudyConfig, gin_literal
+
+_LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "xm"],
+                              "local: subprocesses here; xm: launch/xm_launch.py.")
+_XM_FLAGS = flags.DEFINE_multi_string(
+    "xm_flag", [], "Extra flags passed to launch/xm_launch.py (e.g. --xm_flag=--executor=vertex).")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False,
+                                 "Only (re)write the report from existing results.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False,
+                             "Expand and validate the study, print the runs, stop.")
+_PARALLELISM = flags.DEFINE_integer("parallelism", 0,
+                                    "Concurrent local runs (0: StudyConfig.parallelism).")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _log(msg: str) -> None:
+  print(msg, file=sys.stderr, flush=True)
+
+
+def _teacher_scores(study: StudyConfig, prepared) -> dict:
+  if prepared.teacher_scores_fn is not None:
+    by_teacher = prepared.teacher_scores_fn()
+    # keyed by teacher name; the report keys teachers by the source they wrote
+    return {src: by_teacher[t] for src, t in prepared.world.teachers.items()
+            if t in by_teacher}
+  out = {}
+  for source, directory in study.teacher_results.items():
+    out[source] = {}
+    for bench in study.benchmarks:
+      for path in (os.path.join(directory, bench, "metrics.json"),
+                   os.path.join(directory, "eval", bench, "metrics.json")):
+        if os.path.isfile(path):
+          out[source][bench] = results_lib.read_json(path)
+          break
+  return out
+
+
+def _launch_xm(study: StudyConfig, specs) -> int:
+  """Hands the expanded runs to launch/xm_launch.py (one work unit each)."""
+  from sftdiff.launch import plan as plan_lib
+  path = os.path.join(study.study_dir, "runs.json")
+  with open(path, "w") as f:
+    f.write(plan_lib.runs_to_json(specs))
+  cmd = [sys.executable, os.path.join(REPO_ROOT, "launch", "xm_launch.py"),
+         f"--runs_json={path}", f"--title={study.name}",
+         f"--benchmarks={','.join(study.benchmarks)}",
+         *[f"--eval_gin_file={g}" for g in study.eval_gin_files],
+         *[f"--eval_gin={k}={gin_literal(v)}" for k, v in study.eval_overrides.items()],
+         *_XM_FLAGS.value]
+  _log(f"study: handing {len(specs)} runs to XManager: {' '.join(cmd)}\n"
+       "When they finish, write the report with the same command plus --report_only.")
+  return subprocess.call(cmd)
+
+
+def main(argv):
+  del argv
+  # SIGTERM unwinds like Ctrl-C, so the runner stops its training children.
+  signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+  sftdiff.study.import_configurables()  # what the study gin binds
+  # Not finalized: building the world later imports more configurables
+  # (gin refuses new ones after a finalized parse).
+  gin_utils.parse_from_flags(finalize=False)
+  gin_utils.require_macros(["STUDY_DIR"])
+  study = StudyConfig()
+  started = time.time()
+  expand_lib.check_static(study)  # names/seeds/traits: fail before any build
+  os.makedirs(study.study_dir, exist_ok=True)
+  gin_utils.write_operative_config(study.study_dir, "study_config.gin")
+
+  prepared = catalog_lib.prepare(study, log=_log)
+  defs = expand_lib.validate(study, prepared.catalog)
+  specs = expand_lib.specs_for(study, defs, prepared.catalog)
+  with open(os.path.join(study.study_dir, "plan.json"), "w") as f:
+    json.dump([{"run": s.name, "arm": s.arm, "model_dir": s.model_dir,
+                "train_args": s.train_args()} for s in specs], f, indent=1)
+  _log(f"study '{study.name}': {len(defs)} arms × seeds = {len(specs)} runs "
+       f"(plan: {os.path.join(study.study_dir, 'plan.json')})")
+  if _DRY_RUN.value:
+    for s in specs:
+      print(f"{s.name:40s} {s.arm}")
+    return 0
+  if _LAUNCHER.value == "xm" and not _REPORT_ONLY.value:
+    return _launch_xm(study, specs)
+
+  failures = []
+  if not _REPORT_ONLY.value:
+    runner = runner_lib.LocalRunner(
+        specs, study_dir=study.study_dir, train_steps=study.train_steps,
+        benchmarks=study.benchmarks, eval_gin_files=study.eval_gin_files,
+        eval_overrides=study.eval_overrides,
+        parallelism=_PARALLELISM.value or study.parallelism, log=_log)
+    result = runner.run()
+    failures = result.failures
+    _log(f"study: {result.launches} stage launches, {result.skipped} runs "
+         f"already complete, {len(failures)} failures")
+
+  _log("study: scoring teachers, collecting results, writing the report")
+  teacher_scores = _teacher_scores(study, prepared)
+  problems: list[str] = []
+  res = collect_lib.collect(defs, specs, steps=study.train_steps, traits=study.traits,
+                            teacher_source=study.teacher_source,
+                            alt_source=study.alt_source, teacher_scores=teacher_scores,
+                            problems=problems)
+  expected = (verdicts_lib.expected_from_ground_truth(prepared.ground_truth)
+              if prepared.ground_truth else None)
+  notes = [f"{len(defs)} arms, seeds {list(study.seeds)}, {study.train_steps} "
+           f"training steps per run; benchmarks: {', '.join(study.benchmarks)}."]
+  notes += [f"Problem reading results: {p}" for p in problems]
+  unfinished = [s.name for s in specs
+                if not stages.eval_done(s, study.train_steps, study.benchmarks)]
+  if unfinished:
+    notes.append(f"{len(unfinished)} of {len(specs)} runs have no complete results "
+                 f"yet (shown as 'missing'): {', '.join(unfinished)}.")
+  if prepared.world is not None:
+    notes.append(f"World: toyworld preset '{prepared.world.preset}' "
+                 f"(fingerprint {prepared.world.fingerprint}) at {prepared.world.root}.")
+  paths = report_lib.write_report(
+      study.study_dir, f"Study report: {study.name}", res, expected=expected,
+      overlap=catalog_lib.overlap(prepared, study),
+      failures=[f.to_json() for f in failures], notes=notes)
+  _log(f"study: done in {time.time() - started:.0f}s")
+  print(f"report: {os.path.abspath(paths['md'])}")
+  print(f"report: {os.path.abspath(paths['html'])}")
+  if failures:
+    _log(f"study: {len(failures)} run stage(s) failed:")
+    for f in failures:
+      _log(f"  {f.run} [{f.stage}] {f.error}; log: {f.log}")
+    return 1
+  return 0
+
+
+def _entry(argv):
+  try:
+    code = main(argv)
+  except expand_lib.StudyConfigError as e:
+    print(f"error: study configuration: {e}", file=sys.stderr)
+    sys.exit(2)
+  if code:
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+  gin_utils.run(_entry)

@@ -1,0 +1,185 @@
+"""`<study_dir>/report/`: report.md + report.html + PNG figures + verdicts.json.
+
+The report is built as a list of blocks (heading, text, table, figure) and
+rendered twice, to Markdown and to self-contained-ish HTML (figures are files
+beside it), so both always say the same thing.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+from sftdiff.study import figures
+from sftdiff.study.verdicts import StudyResults, Verdict, all_verdicts
+
+VERDICT_COLUMNS = ("trait", "hypothesis", "verdict", "evidence (95% intervals)",
+                   "planted", "match")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]):
+  return ("table", list(header), [[str(c) for c in r] for r in rows])
+
+
+def _arm_rows(res: StudyResults):
+  rows = []
+  for name, d in res.arms.items():
+    fr = res.teacher_fraction.get(name, {})
+    frac = (f"{fr['examples']:.3f} / {fr['tokens']:.3f}"
+            if "examples" in fr and "tokens" in fr else
+            f"{fr['examples']:.3f} / –" if "examples" in fr else "–")
+    cells = [name, d.kind, f"`{d.arm}`", frac]
+    for t in res.traits:
+      e = res.get(name, t)
+      cells.append(e.fmt() if e else "missing")
+    rows.append(cells)
+  return rows
+
+
+def _sweep_rows(res: StudyResults):
+  rows = []
+  for name, d in res.arms.items():
+    if d.kind != "sweep":
+      continue
+    fr = res.teacher_fraction.get(name, {}).get("examples")
+    cells = [d.group, "–" if fr is None else f"{fr:.3f}"]
+    for t in res.traits:
+      e = res.get(name, t)
+      cells.append(e.fmt() if e else "missing")
+    rows.append(cells)
+  return rows
+
+
+def build_blocks(title: str, res: StudyResults, verdicts: Sequence[Verdict],
+                 figs: Mapping[str, str], overlap: Mapping | None,
+                 failures: Sequence[Mapping[str, str]],
+                 notes: Sequence[str]) -> list:
+  b: list = [("h1", title)]
+  b += [("p", n) for n in notes]
+  if failures:
+    b.append(("h2", "Failed runs"))
+    b.append(_table(("run", "stage", "error", "log"),
+                    [(f["run"], f["stage"], f["error"], f["log"]) for f in failures]))
+  b.append(("h2", "Verdicts"))
+  b.append(("p", "Each verdict rests on non-overlapping 95% intervals and the "
+                 "thresholds in docs/study.md. 'planted' is the toyworld ground "
+                 "truth (empty for real data)."))
+  b.append(_table(VERDICT_COLUMNS, [(v.trait, v.hypothesis, v.verdict, v.evidence,
+                                     v.expected or "–", v.match or "–")
+                                    for v in verdicts]))
+  checked = [v for v in verdicts if v.match]
+  if checked:
+    ok = sum(v.match == "match" for v in checked)
+    b.append(("p", f"Ground truth: {ok}/{len(checked)} checked verdicts match "
+                   "the planted causes."))
+  b.append(("h2", "1. Main runs"))
+  b.append(("img", figs.get("main", ""), "main runs"))
+  if "interpolation" in figs:
+    b.append(("h2", "2. Random interpolation"))
+    b.append(("img", figs["interpolation"], "random interpolation"))
+  if "filters" in figs:
+    b.append(("h2", "3. Filter interventions"))
+    b.append(("img", figs["filters"], "filter interventions"))
+  b.append(("h2", "4. Filter overlaps and per-subset sweep"))
+  if overlap and overlap.get("names"):
+    b.append(("img", figs.get("overlap", ""), "filter overlap"))
+    sizes = overlap.get("sizes") or {}
+    if sizes:
+      b.append(_table(("filter", "prompts selected"), sorted(sizes.items())))
+  else:
+    b.append(("p", "No filter overlap report available."))
+  sweep = _sweep_rows(res)
+  if sweep:
+    b.append(_table(("subset", "teacher share", *res.traits), sweep))
+  b.append(("h2", "All runs"))
+  b.append(("p", "teacher share = fraction of the orig-family teacher's rollouts "
+                 "by examples / by trainable tokens (from the arm's manifest). "
+                 "Values: mean over seeds [lowest seed lower bound, highest seed "
+                 "upper bound]."))
+  b.append(_table(("arm", "kind", "ARM", "teacher share", *res.traits),
+                  _arm_rows(res)))
+  if res.teacher_scores:
+    b.append(("h2", "Teachers scored directly"))
+    b.append(_table(("source", *res.traits),
+                    [(s, *[(sc.get(t).fmt() if sc.get(t) else "–")
+                           for t in res.traits])
+                     for s, sc in sorted(res.teacher_scores.items())]))
+  return b
+
+
+def _md_cell(c: str) -> str:
+  return c.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks, rel) -> str:
+  out = []
+  for blk in blocks:
+    kind = blk[0]
+    if kind == "h1":
+      out.append(f"# {blk[1]}\n")
+    elif kind == "h2":
+      out.append(f"## {blk[1]}\n")
+    elif kind == "p":
+      out.append(blk[1] + "\n")
+    elif kind == "img" and blk[1]:
+      out.append(f"![{blk[2]}]({rel(blk[1])})\n")
+    elif kind == "table":
+      header, rows = blk[1], blk[2]
+      out.append("| " + " | ".join(header) + " |")
+      out.append("|" + "---|" * len(header))
+      out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+      out.append("")
+  return "\n".join(out) + "\n"
+
+
+def to_html(blocks, rel, title: str) -> str:
+  e = html.escape
+  out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
+         "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
+         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+         "padding:3px 6px;vertical-align:top}.mismatch{background:#fdd}"
+         ".match{background:#dfd}img{max-width:100%}</style></head><body>"]
+  for blk in blocks:
+    kind = blk[0]
+    if kind in ("h1", "h2"):
+      out.append(f"<{kind}>{e(blk[1])}</{kind}>")
+    elif kind == "p":
+      out.append(f"<p>{e(blk[1])}</p>")
+    elif kind == "img" and blk[1]:
+      out.append(f"<p><img src='{e(rel(blk[1]))}' alt='{e(blk[2])}'></p>")
+    elif kind == "table":
+      out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in blk[1]) + "</tr>")
+      for r in blk[2]:
+        cls = " class='mismatch'" if "mismatch" in r else (
+            " class='match'" if "match" in r else "")
+        out.append(f"<tr{cls}>" + "".join(f"<td>{e(c.strip('`'))}</td>" for c in r)
+                   + "</tr>")
+      out.append("</table>")
+  out.append("</body></html>")
+  return "\n".join(out)
+
+
+def write_report(study_dir: str, title: str, res: StudyResults, *,
+                 expected: Mapping[tuple[str, str], str] | None = None,
+                 overlap: Mapping | None = None,
+                 failures: Sequence[Mapping[str, str]] = (),
+                 notes: Sequence[str] = ()) -> dict[str, str]:
+  """Writes the report; returns {'md', 'html', 'verdicts', ...figure paths}."""
+  out_dir = os.path.join(study_dir, "report")
+  os.makedirs(out_dir, exist_ok=True)
+  verdicts = all_verdicts(res, expected)
+  figs = figures.all_figures(res, out_dir, overlap)
+  blocks = build_blocks(title, res, verdicts, figs, overlap, failures, notes)
+  rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731
+  md = os.path.join(out_dir, "report.md")
+  with open(md, "w") as f:
+    f.write(to_markdown(blocks, rel))
+  page = os.path.join(out_dir, "report.html")
+  with open(page, "w") as f:
+    f.write(to_html(blocks, rel, title))
+  vpath = os.path.join(out_dir, "verdicts.json")
+  with open(vpath, "w") as f:
+    json.dump([v.to_json() for v in verdicts], f, indent=1)
+  return {"md": md, "html": page, "verdicts": vpath, **figs}

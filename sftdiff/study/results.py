@@ -1,0 +1,102 @@
+"""Reading a study's results: eval metrics per run, manifests, seed pooling.
+
+Eval writes flat metric dicts (`sftdiff.eval.metrics`): a value under
+`<name>_rate` / `<name>_mean` / `<name>_share_ge_<t>` with its 95% interval
+under `<name>_ci95` (or `<name>_share_ge_<t>_ci95`) and the sample count under
+`<name>_n`. A trait is read as `benchmark:metric_key`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Iterable, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+  """A value with its 95% interval; n = samples (summed over seeds)."""
+  value: float
+  lo: float
+  hi: float
+  n: int = 0
+  seeds: int = 1
+
+  def fmt(self, digits: int = 2) -> str:
+    return f"{self.value:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
+
+  def above(self, other: "Estimate") -> bool:
+    """Clearly larger: the intervals do not overlap."""
+    return self.lo > other.hi
+
+  def overlaps(self, other: "Estimate") -> bool:
+    return not (self.lo > other.hi or other.lo > self.hi)
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def interval_key(metric: str) -> str:
+  for suffix in ("_rate", "_mean"):
+    if metric.endswith(suffix):
+      return metric[: -len(suffix)] + "_ci95"
+  return metric + "_ci95"
+
+
+def count_key(metric: str) -> str:
+  for suffix in ("_rate", "_mean"):
+    if metric.endswith(suffix):
+      return metric[: -len(suffix)] + "_n"
+  return metric.split("_share_ge_")[0] + "_n"
+
+
+def estimate_from(metrics: Mapping[str, Any], metric: str, where: str = "") -> Estimate:
+  """The Estimate of `metric` in a flat metrics dict (or one under 'metrics')."""
+  if metric not in metrics and isinstance(metrics.get("metrics"), Mapping):
+    metrics = metrics["metrics"]
+  if metric not in metrics:
+    raise KeyError(f"metric {metric!r} not in {where or 'metrics'}; has "
+                   f"{sorted(k for k in metrics if not k.endswith(('_ci95', '_n')))}")
+  value = float(metrics[metric])
+  lo, hi = metrics.get(interval_key(metric), (value, value))
+  return Estimate(value, float(lo), float(hi), int(metrics.get(count_key(metric), 0)))
+
+
+def pool_seeds(estimates: Iterable[Estimate]) -> Estimate | None:
+  """One arm's estimate over its seeds.
+
+  The value is the mean over seeds; the interval spans from the lowest seed
+  lower bound to the highest seed upper bound (so it covers both sampling and
+  seed-to-seed variation — conservative, documented in docs/study.md).
+  """
+  ests = [e for e in estimates if not math.isnan(e.value)]
+  if not ests:
+    return None
+  if len(ests) == 1:
+    return ests[0]
+  return Estimate(value=sum(e.value for e in ests) / len(ests),
+                  lo=min(e.lo for e in ests), hi=max(e.hi for e in ests),
+                  n=sum(e.n for e in ests), seeds=len(ests))
+
+
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def source_fraction(manifest: Mapping[str, Any], source: str) -> dict[str, float]:
+  """Fraction of `source` in an arm's manifest (sftdiff.data.manifest), by
+  examples (`fraction_examples`) and by trainable tokens
+  (`fraction_trainable_tokens`, absent when the manifest has no token counts).
+  """
+  out = {}
+  for unit, key in (("examples", "fraction_examples"),
+                    ("tokens", "fraction_trainable_tokens")):
+    fr = manifest.get(key)
+    if isinstance(fr, Mapping):
+      out[unit] = float(fr.get(source, 0.0))
+  if "examples" not in out:
+    raise KeyError(f"manifest has no 'fraction_examples'; keys: {sorted(manifest)}")
+  return out

@@ -1,0 +1,321 @@
+"""Verdicts: which hypotheses about each trait the study's numbers support.
+
+Each verdict is decided from 95% intervals, never from point values alone:
+`x clearly above y` means x's interval lies entirely above y's. Effects are
+measured on the scale between the two endpoint runs that differ only in the
+completions: AC = orig base × alt prompts × alt completions (share 0) and
+T = orig base × alt prompts × orig-family teacher (share 1);
+share(x) = (x − AC) / (T − AC). Thresholds (docs/study.md):
+
+  * sufficient (patch-in): clearly above AC and share ≥ SUFFICIENT_SHARE.
+  * removes the trait (patch-out, drop): not clearly above AC, or share ≤
+    REMOVED_SHARE; "ruled out" (trait clearly left in place) when clearly
+    above AC and share > REMOVED_SHARE.
+
+The planted ground truth (toyworld) is compared verdict by verdict; a verdict
+that disagrees with it is reported as a mismatch, never hidden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+from sftdiff.study.config import ArmDef
+from sftdiff.study.results import Estimate
+
+SUFFICIENT_SHARE = 0.5
+REMOVED_SHARE = 0.25
+TRACKING_MIN_RHO = 0.8
+
+SUPPORTED, RULED_OUT, INCONCLUSIVE = "supported", "ruled out", "inconclusive"
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+  trait: str
+  key: str          # e.g. 'teacher_driven', 'sufficient:date_mentions'
+  hypothesis: str   # human-readable
+  verdict: str      # supported | ruled out | inconclusive
+  evidence: str     # the numbers, with intervals
+  expected: str = ""  # from the ground truth, if known
+  match: str = ""     # match | mismatch | '' (no ground truth for this key)
+
+  def to_json(self):
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class StudyResults:
+  """What verdicts and figures read: pooled estimates per arm and trait."""
+  traits: Sequence[str]
+  arms: Mapping[str, ArmDef]
+  scores: Mapping[str, Mapping[str, Estimate]]          # arm → trait → estimate
+  teacher_fraction: Mapping[str, Mapping[str, float]]   # arm → {examples, tokens}
+  teacher_scores: Mapping[str, Mapping[str, Estimate]]  # source → trait → estimate
+  teacher_source: str = "teacher"
+  alt_source: str = "alt"
+
+  def arm_of_kind(self, kind: str) -> str | None:
+    names = [n for n, d in self.arms.items() if d.kind == kind]
+    return names[0] if names else None
+
+  def get(self, arm: str | None, trait: str) -> Estimate | None:
+    if arm is None:
+      return None
+    return self.scores.get(arm, {}).get(trait)
+
+
+def _share(x: Estimate, lo: Estimate, hi: Estimate) -> float:
+  span = hi.value - lo.value
+  return (x.value - lo.value) / span if span else float("nan")
+
+
+def _v(trait, key, hyp, verdict, evidence):
+  return Verdict(trait=trait, key=key, hypothesis=hyp, verdict=verdict,
+                 evidence=evidence)
+
+
+def _spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+  def ranks(v):
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    r = [0.0] * len(v)
+    i = 0
+    while i < len(order):
+      j = i
+      while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+        j += 1
+      for k in range(i, j + 1):
+        r[order[k]] = (i + j) / 2
+      i = j + 1
+    return r
+  rx, ry = ranks(xs), ranks(ys)
+  mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+  cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+  vx = sum((a - mx) ** 2 for a in rx) ** 0.5
+  vy = sum((b - my) ** 2 for b in ry) ** 0.5
+  return cov / (vx * vy) if vx and vy else float("nan")
+
+
+def source_of(arm: str) -> str | None:
+  """The source of a `Source('x')` arm string, else None."""
+  import ast
+  try:
+    node = ast.parse(arm, mode="eval").body
+  except SyntaxError:
+    return None
+  if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Source"
+      and len(node.args) == 1 and isinstance(node.args[0], ast.Constant)):
+    return node.args[0].value
+  return None
+
+
+def trait_verdicts(res: StudyResults, trait: str) -> list[Verdict]:
+  out = []
+  O = res.get(res.arm_of_kind("reference_orig"), trait)
+  A = res.get(res.arm_of_kind("reference_alt"), trait)
+  AC = res.get(res.arm_of_kind("alt_completions"), trait)
+  T = res.get(res.arm_of_kind("teacher"), trait)
+
+  if O and A:
+    ok = O.above(A)
+    out.append(_v(trait, "differs_between_references",
+                  "present in reference-orig, absent in reference-alt",
+                  SUPPORTED if ok else RULED_OUT,
+                  f"reference-orig {O.fmt()} vs reference-alt {A.fmt()}"))
+  if AC and A and O:
+    ev = (f"orig base × alt prompts × alt completions {AC.fmt()} vs "
+          f"reference-alt {A.fmt()}, reference-orig {O.fmt()}")
+    verdict = (SUPPORTED if AC.above(A) else
+               RULED_OUT if O.above(AC) else INCONCLUSIVE)
+    out.append(_v(trait, "pretraining", "locked in by pretraining (or "
+                  "underspecified by the alt data)", verdict, ev))
+  if T and AC:
+    ev = (f"orig-family teacher on alt prompts {T.fmt()} vs alt completions "
+          f"{AC.fmt()}" + (f", reference-orig {O.fmt()}" if O else ""))
+    if T.above(AC):
+      teacher, prompt = SUPPORTED, RULED_OUT
+    elif O and O.above(T) and T.overlaps(AC):
+      teacher, prompt = RULED_OUT, SUPPORTED
+    else:
+      teacher, prompt = INCONCLUSIVE, INCONCLUSIVE
+    out.append(_v(trait, "teacher_driven", "teacher-driven (the teacher's "
+                  "completions carry it)", teacher, ev))
+    out.append(_v(trait, "prompt_driven", "prompt-driven (needs the original "
+                  "prompt distribution)", prompt, ev))
+  out += _tracking(res, trait)
+  if T and AC:
+    out += _interpolation(res, trait, T, AC)
+    out += _filters(res, trait, T, AC)
+    out += _sweep(res, trait, T, AC)
+  return out
+
+
+def _tracking(res: StudyResults, trait: str) -> list[Verdict]:
+  points = []  # (teacher score, student estimate, source)
+  for name, d in res.arms.items():
+    if d.kind not in ("teacher", "other_teacher", "alt_completions"):
+      continue
+    src = source_of(d.arm)
+    student = res.get(name, trait)
+    teacher = res.teacher_scores.get(src, {}).get(trait) if src else None
+    if student and teacher:
+      points.append((teacher, student, src))
+  if len(points) < 3:
+    return []
+  points.sort(key=lambda p: p[0].value)
+  rho = _spearman([p[0].value for p in points], [p[1].value for p in points])
+  lowest, highest = points[0], points[-1]
+  ev = "; ".join(f"{s}: teacher {t.fmt()} → student {st.fmt()}"
+                 for t, st, s in points) + f"; Spearman ρ = {rho:.2f}"
+  # Students far below every teacher they learned from do not track them,
+  # whether or not the teachers differ among themselves.
+  far_below = all(st.hi < REMOVED_SHARE * t.value for t, st, _ in points
+                  if t.value > 0) and any(t.value > 0 for t, _, _ in points)
+  if rho >= TRACKING_MIN_RHO and highest[1].above(lowest[1]):
+    verdict = SUPPORTED
+  elif far_below or (highest[0].above(lowest[0]) and highest[1].overlaps(lowest[1])):
+    verdict = RULED_OUT
+  else:
+    verdict = INCONCLUSIVE
+  return [_v(trait, "tracks_teacher", "student scores track teacher scores",
+             verdict, ev)]
+
+
+def _interpolation(res, trait, T, AC) -> list[Verdict]:
+  rows = []
+  for name, d in res.arms.items():
+    x = res.get(name, trait)
+    f = res.teacher_fraction.get(name, {}).get("examples")
+    if d.kind == "interpolation" and x is not None and f is not None:
+      lin = AC.value + f * (T.value - AC.value)
+      rows.append((f, x, lin))
+  if not rows:
+    return []
+  rows.sort(key=lambda r: r[0])
+  on_line = all(x.lo <= lin <= x.hi for _, x, lin in rows)
+  ev = "; ".join(f"p={f:.2f}: {x.fmt()} (linear {lin:.2f})" for f, x, lin in rows)
+  return [_v(trait, "linear_dose", "dose-response follows the linear "
+             "expectation between the endpoints",
+             SUPPORTED if on_line else RULED_OUT, ev)]
+
+
+def _filter_runs(res, f):
+  runs = {}
+  for name, d in res.arms.items():
+    if d.kind == "filter" and d.group == f:
+      for prefix in ("patch_in", "patch_out", "drop", "random"):
+        if name.startswith(prefix + "_"):
+          runs[prefix] = name
+  return runs
+
+
+def _removes(x, AC, T):
+  s = _share(x, AC, T)
+  if not x.above(AC) or s <= REMOVED_SHARE:
+    return SUPPORTED
+  return RULED_OUT
+
+
+def _filters(res, trait, T, AC) -> list[Verdict]:
+  out = []
+  groups = sorted({d.group for d in res.arms.values() if d.kind == "filter"})
+  for f in groups:
+    runs = _filter_runs(res, f)
+    est = {k: res.get(v, trait) for k, v in runs.items()}
+    base_ev = f"alt completions {AC.fmt()}, teacher {T.fmt()}"
+    if not T.above(AC):
+      for run, key, hyp in _FILTER_HYPS:
+        if est.get(run) is not None:
+          out.append(_v(trait, f"{key}:{f}", hyp.format(f=f), INCONCLUSIVE,
+                        f"the teacher run is not clearly above alt completions "
+                        f"({base_ev})"))
+      continue
+    pin, pout, drop, rnd = (est.get(k) for k in ("patch_in", "patch_out", "drop", "random"))
+    if pin:
+      s = _share(pin, AC, T)
+      verdict = (SUPPORTED if pin.above(AC) and s >= SUFFICIENT_SHARE else
+                 RULED_OUT if not pin.above(AC) else INCONCLUSIVE)
+      out.append(_v(trait, f"sufficient:{f}", f"patch-in of {f} suffices",
+                    verdict, f"patch-in {pin.fmt()} (share {s:.2f}); {base_ev}"))
+    if pout:
+      s = _share(pout, AC, T)
+      out.append(_v(trait, f"patch_out_removes:{f}", f"patch-out of {f} removes it "
+                    f"(the subset is necessary)", _removes(pout, AC, T),
+                    f"patch-out {pout.fmt()} (share {s:.2f}); {base_ev}"))
+    if drop:
+      s = _share(drop, AC, T)
+      out.append(_v(trait, f"drop_removes:{f}", f"dropping {f} removes it",
+                    _removes(drop, AC, T),
+                    f"drop {drop.fmt()} (share {s:.2f}); {base_ev}"))
+    if pin and rnd:
+      verdict = (SUPPORTED if pin.above(rnd) else
+                 RULED_OUT if pin.overlaps(rnd) else INCONCLUSIVE)
+      out.append(_v(trait, f"beats_random:{f}", f"patch-in of {f} beats a random "
+                    "patch of the same size", verdict,
+                    f"patch-in {pin.fmt()} vs matched random {rnd.fmt()}"))
+  return out
+
+
+_FILTER_HYPS = (("patch_in", "sufficient", "patch-in of {f} suffices"),
+                ("patch_out", "patch_out_removes", "patch-out of {f} removes it"),
+                ("drop", "drop_removes", "dropping {f} removes it"))
+
+
+def _sweep(res, trait, T, AC) -> list[Verdict]:
+  rows = [(d.group, res.get(n, trait)) for n, d in res.arms.items()
+          if d.kind == "sweep" and res.get(n, trait) is not None]
+  if not rows or not T.above(AC):
+    return []
+  suff = sorted(g for g, x in rows
+                if x.above(AC) and _share(x, AC, T) >= SUFFICIENT_SHARE)
+  ev = "; ".join(f"{g}: {x.fmt()} (share {_share(x, AC, T):.2f})" for g, x in rows)
+  return [_v(trait, "sufficient_subsets",
+             "subsets whose patch-in alone suffices: " + (", ".join(suff) or "none"),
+             SUPPORTED if suff else RULED_OUT, ev)]
+
+
+def all_verdicts(res: StudyResults,
+                 expected: Mapping[tuple[str, str], str] | None = None) -> list[Verdict]:
+  """Verdicts for every trait, compared with `expected` (trait, key) → verdict."""
+  out = []
+  for trait in res.traits:
+    for v in trait_verdicts(res, trait):
+      exp = (expected or {}).get((trait, v.key))
+      if exp is not None:
+        v = dataclasses.replace(v, expected=exp,
+                                match="match" if exp == v.verdict else "mismatch")
+      out.append(v)
+  return out
+
+
+_GT_KEYS = {"locked_in_by_pretraining": "pretraining",
+            "prompt_driven": "prompt_driven", "teacher_driven": "teacher_driven",
+            "follows_teacher": "tracks_teacher"}
+_GT_FILTER_KEYS = {"patch_in_sufficient": "sufficient",
+                   "patch_out_removes": "patch_out_removes",
+                   "drop_removes": "drop_removes"}
+
+
+def expected_from_ground_truth(gt: Mapping) -> dict[tuple[str, str], str]:
+  """(trait, verdict key) → expected verdict, from toyworld's ground_truth.json."""
+  out = {}
+  verdict = lambda b: SUPPORTED if b else RULED_OUT  # noqa: E731
+  for trait, spec in gt.get("traits", {}).items():
+    exp = spec.get("expected", {})
+    if "present_in_reference_orig" in exp and "present_in_reference_alt" in exp:
+      out[(trait, "differs_between_references")] = verdict(
+          exp["present_in_reference_orig"] and not exp["present_in_reference_alt"])
+    for gt_key, key in _GT_KEYS.items():
+      if gt_key in exp:
+        out[(trait, key)] = verdict(exp[gt_key])
+    for f, fexp in exp.get("filters", {}).items():
+      for gt_key, key in _GT_FILTER_KEYS.items():
+        if gt_key in fexp:
+          out[(trait, f"{key}:{f}")] = verdict(fexp[gt_key])
+  return out
+
+
+def traits_from_ground_truth(gt: Mapping) -> dict[str, str]:
+  """trait → 'benchmark:metric' as the ground truth names them."""
+  return {t: f"{s['benchmark']}:{s['metric']}" for t, s in gt.get("traits", {}).items()}

@@ -1,0 +1,138 @@
+"""Verdict logic on hand-made estimates (including a planted mismatch)."""
+
+from sftdiff.study.config import ArmDef
+from sftdiff.study.results import Estimate, pool_seeds
+from sftdiff.study import verdicts as V
+
+
+def E(v, half=0.05):
+  return Estimate(v, max(0.0, v - half), min(1.0, v + half), n=100)
+
+
+def _arm(name, kind, arm="Source('x')", group=""):
+  return ArmDef(name=name, arm=arm, base="orig", prompts="alt", kind=kind, group=group)
+
+
+ARMS = {a.name: a for a in [
+    _arm("reference_orig", "reference_orig", "Source('orig')"),
+    _arm("reference_alt", "reference_alt", "Source('alt')"),
+    _arm("alt_completions", "alt_completions", "Source('alt')"),
+    _arm("teacher", "teacher", "Source('teacher')"),
+    _arm("teacher_2", "other_teacher", "Source('teacher_2')"),
+    _arm("teacher_3", "other_teacher", "Source('teacher_3')"),
+    _arm("random_p0.5", "interpolation", "Random(a='teacher', b='alt', p=0.5, seed=0)"),
+    _arm("patch_in_dates", "filter", group="dates"),
+    _arm("patch_out_dates", "filter", group="dates"),
+    _arm("drop_dates", "filter", group="dates"),
+    _arm("random_dates", "filter", group="dates"),
+    _arm("sweep_dates", "sweep", group="dates"),
+    _arm("sweep_chat", "sweep", group="chat"),
+]}
+
+# date confusion follows the teacher; emotion is prompt-driven (orig only).
+SCORES = {
+    "reference_orig": {"date": E(0.8), "emotion": E(0.7)},
+    "reference_alt": {"date": E(0.02), "emotion": E(0.05)},
+    "alt_completions": {"date": E(0.03), "emotion": E(0.05)},
+    "teacher": {"date": E(0.8), "emotion": E(0.06)},
+    "teacher_2": {"date": E(0.45), "emotion": E(0.05)},
+    "teacher_3": {"date": E(0.2), "emotion": E(0.06)},
+    "random_p0.5": {"date": E(0.42), "emotion": E(0.05)},
+    "patch_in_dates": {"date": E(0.7), "emotion": E(0.05)},
+    "patch_out_dates": {"date": E(0.06), "emotion": E(0.05)},
+    "drop_dates": {"date": E(0.4), "emotion": E(0.05)},
+    "random_dates": {"date": E(0.15), "emotion": E(0.05)},
+    "sweep_dates": {"date": E(0.7), "emotion": E(0.05)},
+    "sweep_chat": {"date": E(0.1), "emotion": E(0.05)},
+}
+TEACHERS = {"teacher": {"date": E(0.9), "emotion": E(0.0)},
+            "teacher_2": {"date": E(0.5), "emotion": E(0.0)},
+            "teacher_3": {"date": E(0.25), "emotion": E(0.0)},
+            "alt": {"date": E(0.0), "emotion": E(0.0)}}
+FRACTIONS = {"random_p0.5": {"examples": 0.5, "tokens": 0.52},
+             "patch_in_dates": {"examples": 0.2}, "patch_out_dates": {"examples": 0.8},
+             "drop_dates": {"examples": 1.0}, "random_dates": {"examples": 0.2}}
+
+
+def results():
+  return V.StudyResults(traits=["date", "emotion"], arms=ARMS, scores=SCORES,
+                        teacher_fraction=FRACTIONS, teacher_scores=TEACHERS)
+
+
+def by_key(vs):
+  return {(v.trait, v.key): v for v in vs}
+
+
+def test_teacher_driven_trait():
+  v = by_key(V.all_verdicts(results()))
+  assert v["date", "differs_between_references"].verdict == V.SUPPORTED
+  assert v["date", "teacher_driven"].verdict == V.SUPPORTED
+  assert v["date", "prompt_driven"].verdict == V.RULED_OUT
+  assert v["date", "pretraining"].verdict == V.RULED_OUT
+  assert v["date", "tracks_teacher"].verdict == V.SUPPORTED
+  assert v["date", "sufficient:dates"].verdict == V.SUPPORTED
+  assert v["date", "patch_out_removes:dates"].verdict == V.SUPPORTED
+  assert v["date", "drop_removes:dates"].verdict == V.RULED_OUT  # drop leaves it
+  assert v["date", "beats_random:dates"].verdict == V.SUPPORTED
+  assert v["date", "linear_dose"].verdict == V.SUPPORTED  # 0.42 ± .05 ∋ 0.415
+  assert "dates" in v["date", "sufficient_subsets"].hypothesis
+  assert "chat" not in v["date", "sufficient_subsets"].hypothesis
+  # the evidence cites intervals
+  assert "0.80 [0.75, 0.85]" in v["date", "teacher_driven"].evidence
+
+
+def test_prompt_driven_trait():
+  v = by_key(V.all_verdicts(results()))
+  assert v["emotion", "prompt_driven"].verdict == V.SUPPORTED
+  assert v["emotion", "teacher_driven"].verdict == V.RULED_OUT
+  # the teacher run shows no effect, so filter runs cannot be read
+  assert v["emotion", "sufficient:dates"].verdict == V.INCONCLUSIVE
+
+
+def test_ground_truth_match_and_mismatch():
+  expected = {("date", "teacher_driven"): V.SUPPORTED,
+              ("date", "drop_removes:dates"): V.SUPPORTED,  # planted wrongly
+              ("emotion", "prompt_driven"): V.SUPPORTED}
+  v = by_key(V.all_verdicts(results(), expected))
+  assert v["date", "teacher_driven"].match == "match"
+  assert v["date", "drop_removes:dates"].match == "mismatch"
+  assert v["emotion", "prompt_driven"].match == "match"
+  assert v["date", "pretraining"].match == ""
+
+
+def test_overlapping_intervals_are_not_an_effect():
+  scores = dict(SCORES, teacher={"date": E(0.1, 0.1), "emotion": E(0.06)})
+  res = V.StudyResults(traits=["date"], arms=ARMS, scores=scores,
+                       teacher_fraction=FRACTIONS, teacher_scores=TEACHERS)
+  v = by_key(V.all_verdicts(res))
+  # the teacher run is indistinguishable from alt completions while the
+  # orig reference shows the trait: the data point at the prompts, not the teacher
+  assert v["date", "teacher_driven"].verdict == V.RULED_OUT
+  assert v["date", "prompt_driven"].verdict == V.SUPPORTED
+  assert v["date", "drop_removes:dates"].verdict == V.INCONCLUSIVE
+
+
+def test_nonlinear_dose_is_ruled_out():
+  scores = dict(SCORES, **{"random_p0.5": {"date": E(0.75), "emotion": E(0.05)}})
+  res = V.StudyResults(traits=["date"], arms=ARMS, scores=scores,
+                       teacher_fraction=FRACTIONS, teacher_scores=TEACHERS)
+  assert by_key(V.all_verdicts(res))["date", "linear_dose"].verdict == V.RULED_OUT
+
+
+def test_pool_seeds_spans_all_seed_intervals():
+  pooled = pool_seeds([Estimate(0.2, 0.1, 0.3, 50), Estimate(0.4, 0.3, 0.5, 50)])
+  assert pooled.value == 0.30000000000000004 or abs(pooled.value - 0.3) < 1e-12
+  assert (pooled.lo, pooled.hi, pooled.n, pooled.seeds) == (0.1, 0.5, 100, 2)
+
+
+def test_expected_from_toyworld_ground_truth():
+  from sftdiff.toyworld import ground_truth
+  gt = {"traits": ground_truth.TRAITS}
+  exp = V.expected_from_ground_truth(gt)
+  assert exp["date_confusion", "teacher_driven"] == V.SUPPORTED
+  assert exp["date_confusion", "drop_removes:date_mentions"] == V.RULED_OUT
+  assert exp["date_confusion", "sufficient:date_mentions"] == V.SUPPORTED
+  assert exp["negative_emotion", "prompt_driven"] == V.SUPPORTED
+  assert exp["negative_emotion", "tracks_teacher"] == V.RULED_OUT
+  assert exp["blackmail", "differs_between_references"] == V.SUPPORTED
+  assert V.traits_from_ground_truth(gt)["blackmail"] == "toy_blackmail:blackmail_rate"
