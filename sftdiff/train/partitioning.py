@@ -1,0 +1,201 @@
+"""Mesh, logical axis rules and shardings (T5X-style partitioning).
+
+The logical axis rules (bound in gin) are the only bridge between the model's
+logical names (`batch, length, embed, mlp, heads, kv_heads, head_dim, kv,
+vocab`) and the physical mesh `(data, fsdp, tensor)`; no code here names a
+model axis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+from typing import Any, Sequence
+
+import flax.linen as nn
+import gin
+import jax
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Default rules; gin/runs/sft.gin binds the same list so users can edit it.
+DEFAULT_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("kv", None),
+    ("vocab", "tensor"),
+)
+
+Rules = Sequence[tuple[str, Any]]
+
+
+def _normalise_rules(rules: Rules) -> tuple[tuple[str, Any], ...]:
+  out = []
+  for i, rule in enumerate(rules):
+    if len(rule) != 2 or not isinstance(rule[0], str):
+      raise ValueError(
+          f"logical_axis_rules[{i}] = {rule!r}: each rule is (logical_name, "
+          f"mesh_axis | (mesh_axes...) | None)")
+    target = rule[1]
+    targets = (target,) if isinstance(target, str) else tuple(target or ())
+    for t in targets:
+      if t not in MESH_AXES:
+        raise ValueError(
+            f"logical_axis_rules[{i}] = {rule!r}: mesh axis {t!r} is not one "
+            f"of {MESH_AXES}")
+    out.append((rule[0], tuple(target) if isinstance(target, list) else target))
+  return tuple(out)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class PartitionConfig:
+  """How the run is laid out on devices.
+
+  ici_mesh_shape: (data, fsdp, tensor) within a slice; -1 in one position
+    takes the remaining devices.
+  dcn_mesh_shape: (data, fsdp, tensor) across slices (multi-slice); None for
+    a single slice.
+  logical_axis_rules: logical name -> mesh axis (or tuple, or None).
+  num_devices: use only the first N devices (None: all); for small runs.
+  """
+  ici_mesh_shape: Sequence[int] = (-1, 1, 1)
+  dcn_mesh_shape: Sequence[int] | None = None
+  logical_axis_rules: Rules = DEFAULT_RULES
+  num_devices: int | None = None
+
+  @property
+  def rules(self):
+    return _normalise_rules(self.logical_axis_rules)
+
+
+def _resolve_shape(shape: Sequence[int], num_devices: int, what: str) -> tuple[int, ...]:
+  shape = tuple(int(s) for s in shape)
+  if len(shape) != len(MESH_AXES):
+    raise ValueError(f"{what}={shape} must have {len(MESH_AXES)} entries "
+                     f"{MESH_AXES}")
+  if shape.count(-1) > 1:
+    raise ValueError(f"{what}={shape}: at most one entry may be -1")
+  known = math.prod(s for s in shape if s != -1)
+  if -1 in shape:
+    if num_devices % known:
+      raise ValueError(f"{what}={shape} does not divide {num_devices} devices")
+    shape = tuple(num_devices // known if s == -1 else s for s in shape)
+  if math.prod(shape) != num_devices:
+    raise ValueError(f"{what}={shape} needs {math.prod(shape)} devices, "
+                     f"{num_devices} available")
+  return shape
+
+
+def make_mesh(config: PartitionConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  devices = list(devices if devices is not None else jax.devices())
+  if config.num_devices is not None:
+    if not 0 < config.num_devices <= len(devices):
+      raise ValueError(f"PartitionConfig.num_devices={config.num_devices}: "
+                       f"{len(devices)} devices available")
+    devices = devices[:config.num_devices]
+  if config.dcn_mesh_shape is not None:
+    num_slices = len({getattr(d, "slice_index", 0) for d in devices})
+    dcn = _resolve_shape(config.dcn_mesh_shape, num_slices, "dcn_mesh_shape")
+    ici = _resolve_shape(config.ici_mesh_shape, len(devices) // num_slices,
+                         "ici_mesh_shape")
+    array = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices=devices)
+  else:
+    ici = _resolve_shape(config.ici_mesh_shape, len(devices), "ici_mesh_shape")
+    try:
+      array = mesh_utils.create_device_mesh(ici, devices=devices)
+    except (ValueError, NotImplementedError, AssertionError):
+      # CPU and odd topologies: plain row-major order is fine.
+      array = np.asarray(devices).reshape(ici)
+  return Mesh(array, MESH_AXES)
+
+
+@contextlib.contextmanager
+def tracing_context(mesh: Mesh, rules, constrain_activations: bool = True):
+  """Mesh + logical rules active while tracing (for activation constraints).
+
+  Without the mesh, the model's `with_logical_constraint` calls are no-ops
+  and XLA propagates shardings from the jit's in/out shardings alone.
+  """
+  mesh_ctx = jax.set_mesh(mesh) if constrain_activations else contextlib.nullcontext()
+  with mesh_ctx, nn.logical_axis_rules(rules):
+    yield
+
+
+def logical_to_sharding(logical_specs, mesh: Mesh, rules):
+  """PartitionSpec tree of logical names -> NamedSharding tree."""
+  return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+
+
+def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
+  return nn.logical_to_mesh_sharding(PartitionSpec("batch", "length"), mesh, rules)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_divisor(mesh: Mesh, rules) -> int:
+  """Number of shards of the batch dimension (global batch must divide)."""
+  spec = batch_sharding(mesh, rules).spec[0]
+  axes = (spec,) if isinstance(spec, str) else tuple(spec or ())
+  return math.prod(mesh.shape[a] for a in axes)
+
+
+def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding,
+                 global_batch_size: int) -> dict[str, jax.Array]:
+  """Assembles each process's rows into one global array per feature."""
+  if jax.process_count() == 1:
+    for name, value in local_batch.items():
+      if value.shape[0] != global_batch_size:
+        raise ValueError(f"batch feature {name!r} has {value.shape[0]} rows; the global "
+                         f"batch size is {global_batch_size}")
+    return jax.device_put(dict(local_batch), sharding)  # one call for all features
+  out = {}
+  for name, value in local_batch.items():
+    value = np.asarray(value)
+    shape = (global_batch_size, *value.shape[1:])
+    out[name] = jax.make_array_from_process_local_data(sharding, value, shape)
+  return out
+
+
+@gin.configurable
+def initialize_distributed(enabled: bool = False,
+                           coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None,
+                           cpu_collectives: str = "gloo") -> None:
+  """`jax.distributed.initialize` when asked (gin or SFTDIFF_* env vars).
+
+  Env vars (override gin; what a launcher sets per process):
+  SFTDIFF_COORDINATOR_ADDRESS, SFTDIFF_NUM_PROCESSES, SFTDIFF_PROCESS_ID.
+  With `enabled` and nothing given, jax auto-detects (TPU pods, SLURM, ...).
+  """
+  env = os.environ
+  coordinator_address = env.get("SFTDIFF_COORDINATOR_ADDRESS", coordinator_address)
+  if "SFTDIFF_NUM_PROCESSES" in env:
+    num_processes = int(env["SFTDIFF_NUM_PROCESSES"])
+  if "SFTDIFF_PROCESS_ID" in env:
+    process_id = int(env["SFTDIFF_PROCESS_ID"])
+  if not (enabled or coordinator_address):
+    return
+  if jax.config.jax_platforms in (None, "", "cpu") or env.get("JAX_PLATFORMS") == "cpu":
+    # CPU processes need a collectives backend to talk to each other.
+    jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+  log.info("jax.distributed.initialize(%s, num_processes=%s, process_id=%s)",
+               coordinator_address, num_processes, process_id)
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)

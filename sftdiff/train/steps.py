@@ -1,0 +1,186 @@
+"""The jit-compiled pieces of training: loss, train step (with gradient
+accumulation), eval step, and state initialisation, all with explicit
+shardings derived from the logical axis rules.
+
+Loss normalisation: the loss of a step is (sum of per-token cross-entropies
+over every trainable token of every microbatch) / (number of trainable
+tokens in the whole batch), so accumulating k microbatches gives the same
+update as one big batch whatever the tokens per microbatch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+
+from sftdiff.models import decoder
+from sftdiff.train import partitioning
+
+log = logging.getLogger(__name__)
+
+BATCH_AXES = ("batch", "length")
+
+
+def token_loss_sums(model: nn.Module, params, batch) -> tuple[jax.Array, jax.Array]:
+  """(sum of masked token cross-entropies, number of trainable tokens), f32."""
+  logits_BxLxV, _ = model.apply({"params": params}, batch["input_ids"], batch["positions"],
+                                batch["segment_ids"])
+  losses_BxL = optax.softmax_cross_entropy_with_integer_labels(
+      logits_BxLxV.astype(jnp.float32), batch["target_ids"])
+  mask_BxL = batch["loss_mask"].astype(jnp.float32)
+  return jnp.sum(losses_BxL * mask_BxL), jnp.sum(mask_BxL)
+
+
+def _split_microbatches(batch, k: int):
+  """[B, ...] -> [k, B/k, ...]; microbatch j takes rows j, j+k, ... so each
+  microbatch stays spread over every batch shard."""
+  def split(x):
+    return x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+  return jax.tree.map(split, batch)
+
+
+@dataclasses.dataclass
+class StepFunctions:
+  """Compiled step functions plus the shardings they were compiled for."""
+  init_state: Any     # params -> state
+  train_step: Any     # (state, batch) -> (state, metrics)
+  eval_step: Any      # (params, batch) -> (loss_sum, tokens)
+  state_shardings: Any
+  param_shardings: Any
+  batch_sharding: NamedSharding
+
+
+def param_shardings(model_cfg, mesh, rules):
+  return partitioning.logical_to_sharding(decoder.logical_axes(model_cfg), mesh, rules)
+
+
+def state_shardings_for(tx: optax.GradientTransformation, params_shardings, abstract_params,
+                        mesh):
+  """Optimizer-state leaves that mirror params get the params' shardings;
+  everything else (counts, scalars) is replicated."""
+  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  opt_shardings = optax.tree_map_params(
+      tx, lambda _, s: s, abstract_opt, params_shardings,
+      transform_non_params=lambda _: partitioning.replicated(mesh))
+  return {"params": params_shardings, "opt_state": opt_shardings,
+          "step": partitioning.replicated(mesh)}
+
+
+def build(model_cfg, tx: optax.GradientTransformation, schedule, mesh, rules, *,
+          microbatches: int = 1, constrain_activations: bool = True) -> StepFunctions:
+  model = decoder.Decoder(model_cfg)
+  p_shardings = param_shardings(model_cfg, mesh, rules)
+  abstract_params = jax.eval_shape(lambda: decoder.init_params(model_cfg, jax.random.key(0)))
+  s_shardings = state_shardings_for(tx, p_shardings, abstract_params, mesh)
+  b_sharding = partitioning.batch_sharding(mesh, rules)
+  replicated = partitioning.replicated(mesh)
+  grad_fn = jax.value_and_grad(lambda p, b: token_loss_sums(model, p, b), has_aux=True)
+
+  def init_state(params):
+    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+
+  def train_step(state, batch):
+    params = state["params"]
+    if microbatches == 1:
+      (loss_sum, tokens), grads = grad_fn(params, batch)
+    else:
+      def accumulate(carry, microbatch):
+        microbatch = jax.tree.map(lambda x: nn.with_logical_constraint(x, BATCH_AXES),
+                                  microbatch)
+        (l, t), g = grad_fn(params, microbatch)
+        c_l, c_t, c_g = carry
+        return (c_l + l, c_t + t, jax.tree.map(jnp.add, c_g, g)), None
+      zeros = jax.tree.map(jnp.zeros_like, params)
+      (loss_sum, tokens, grads), _ = jax.lax.scan(
+          accumulate, (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zeros),
+          _split_microbatches(batch, microbatches))
+    denominator = jnp.maximum(tokens, 1.0)
+    grads = jax.tree.map(lambda g: g / denominator.astype(g.dtype), grads)
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
+                 "step": state["step"] + 1}
+    metrics = {"loss": loss_sum / denominator, "grad_norm": optax.global_norm(grads),
+               "learning_rate": schedule(state["step"]), "trainable_tokens": tokens}
+    return new_state, metrics
+
+  def eval_step(params, batch):
+    return token_loss_sums(model, params, batch)
+
+  batch_shardings = {k: b_sharding for k in
+                     ("input_ids", "target_ids", "loss_mask", "segment_ids", "positions")}
+  contexts = {flag: functools.partial(partitioning.tracing_context, mesh, rules, flag)
+              for flag in (True, False)}
+  jit_init = jax.jit(init_state, in_shardings=(p_shardings,), out_shardings=s_shardings)
+  # The old state is donated: updated in place. (orbax copies a state to host
+  # before `save` returns, so an async save never reads a donated buffer.)
+  jit_train = jax.jit(train_step, in_shardings=(s_shardings, batch_shardings),
+                      out_shardings=(s_shardings, replicated), donate_argnums=(0,))
+  jit_eval = jax.jit(eval_step, in_shardings=(p_shardings, batch_shardings),
+                     out_shardings=(replicated, replicated))
+  mode = _ConstraintMode(constrain_activations)
+  return StepFunctions(
+      init_state=_in_context(jit_init, contexts, mode),
+      train_step=_in_context(jit_train, contexts, mode),
+      eval_step=_in_context(jit_eval, contexts, mode),
+      state_shardings=s_shardings, param_shardings=p_shardings, batch_sharding=b_sharding)
+
+
+class _ConstraintMode:
+  def __init__(self, enabled: bool):
+    self.enabled = enabled
+
+
+def _in_context(fn, contexts, mode: _ConstraintMode):
+  """Calls (and on first call traces) `fn` with the mesh and logical rules
+  active, so the model's activation constraints apply.
+
+  A model whose parameter initialisers cannot be traced under a mesh (flax's
+  DenseGeneral constrains its flat kernel with the full-rank logical names)
+  is traced without the mesh instead: activation constraints become no-ops
+  and XLA propagates shardings from the params and batch. Logged once.
+  """
+  def wrapped(*args):
+    if mode.enabled:
+      try:
+        with contexts[True]():
+          return fn(*args)
+      except ValueError as e:
+        if "with_sharding_constraint" not in str(e):
+          raise
+        log.warning(
+            "activation sharding constraints disabled: the model cannot be traced under "
+            "a mesh (%s). Params, optimizer state and batches stay sharded by the "
+            "logical axis rules.", str(e).splitlines()[0][:300])
+        mode.enabled = False
+    with contexts[False]():
+      return fn(*args)
+  return wrapped
+
+
+def abstract_state(shardings, shapes):
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      shapes, shardings)
+
+
+def state_shapes(tx, model_cfg):
+  def make():
+    params = decoder.init_params(model_cfg, jax.random.key(0))
+    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+  return jax.eval_shape(make)
+
+
+def put_on_mesh(tree, shardings):
+  """Host arrays (identical on every process) -> global arrays on the mesh."""
+  def put(x, sharding):
+    host = np.asarray(jax.device_get(x))
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+  return jax.tree.map(put, tree, shardings)
