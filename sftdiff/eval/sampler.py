@@ -162,7 +162,6 @@ class Sampler:
     self.config = sampler_config or SamplerConfig()
     self.mesh = mesh
     self._batch_multiple = 1
-    self._constrain = True
     if mesh is not None:
       from sftdiff.train import partitioning
       self.rules = partitioning._normalise_rules(rules or partitioning.DEFAULT_RULES)
@@ -268,26 +267,11 @@ class Sampler:
 
 
   def _call_in_context(self, call):
-    """Traces under the mesh + logical rules (activation constraints on).
-
-    As in the trainer: a model whose flat DenseGeneral kernels cannot be
-    constrained under a mesh is traced without it; params and batch stay
-    sharded and XLA propagates from them.
-    """
+    """Traces under the mesh + logical rules (activation constraints on)."""
     if self.mesh is None:
       return call()
     from sftdiff.train import partitioning
-    if self._constrain:
-      try:
-        with partitioning.tracing_context(self.mesh, self.rules, True):
-          return call()
-      except ValueError as e:
-        if "with_sharding_constraint" not in str(e):
-          raise
-        log.warning("sampler: activation sharding constraints disabled (%s)",
-                    str(e).splitlines()[0][:200])
-        self._constrain = False
-    with partitioning.tracing_context(self.mesh, self.rules, False):
+    with partitioning.tracing_context(self.mesh, self.rules, True):
       return call()
 
 

@@ -21,6 +21,7 @@ Logical axis names (mapped to a mesh by the trainer's gin rules):
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax
@@ -83,14 +84,52 @@ class RMSNorm(nn.Module):
     return (normed * (1.0 + scale if self.offset else scale)).astype(self.dtype)
 
 
+class _Dense(nn.Module):
+  """Linear map contracting the last `num_in` input axes with a kernel declared
+  at its final shape [*in_dims, *features], whose logical names are `axes`
+  (input axes, then output axes); optional bias [*features].
+
+  Unlike flax's DenseGeneral (which builds a flat 2-D kernel and constrains it
+  with the full-rank names), every param here has the rank of its names, so
+  the model traces under a mesh with logical axis rules active. Param names,
+  shapes and initial values match DenseGeneral's."""
+  features: tuple[int, ...]
+  axes: tuple[str, ...]
+  num_in: int
+  use_bias: bool
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    in_dims = x.shape[x.ndim - self.num_in:]
+    num_in, num_out = math.prod(in_dims), math.prod(self.features)
+
+    def kernel_init(rng, shape, dtype):  # sampled flat, as DenseGeneral does
+      return jnp.reshape(_INIT(rng, (num_in, num_out), dtype), shape)
+
+    kernel = self.param("kernel", nn.with_logical_partitioning(kernel_init, self.axes),
+                        (*in_dims, *self.features), self.param_dtype)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    ins, outs = letters[:self.num_in], letters[self.num_in:self.num_in + len(self.features)]
+    y = jnp.einsum(f"...{ins},{ins}{outs}->...{outs}", x.astype(self.dtype),
+                   kernel.astype(self.dtype))
+    if self.use_bias:
+      bias = self.param("bias", nn.with_logical_partitioning(
+          nn.initializers.zeros, self.axes[self.num_in:]), self.features, self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
 def _dense(features, axes, name, cfg, *, in_axes=-1, bias=False):
-  """DenseGeneral whose kernel carries `axes` (input axes, then output axes)."""
+  """Linear layer whose kernel carries `axes` (input axes, then output axes).
+  `in_axes` is -1 or a tuple of trailing axes, e.g. (-2, -1)."""
   num_in = 1 if isinstance(in_axes, int) else len(in_axes)
-  return nn.DenseGeneral(
-      features=features, axis=in_axes, use_bias=bias, name=name,
-      dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-      kernel_init=nn.with_logical_partitioning(_INIT, axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[num_in:]))
+  if (in_axes if isinstance(in_axes, int) else tuple(in_axes)) not in (
+      -1, tuple(range(-num_in, 0))):
+    raise ValueError(f"_dense: in_axes must be trailing axes; got {in_axes!r}")
+  features = (features,) if isinstance(features, int) else tuple(features)
+  return _Dense(features, tuple(axes), num_in, bias, cfg.dtype, cfg.param_dtype, name=name)
 
 
 def attention_mask(q_pos_BxL, q_seg_BxL, k_pos_BxS, k_seg_BxS, window=None):

@@ -117,8 +117,8 @@ def build(model_cfg, tx: optax.GradientTransformation, schedule, mesh, rules, *,
 
   batch_shardings = {k: b_sharding for k in
                      ("input_ids", "target_ids", "loss_mask", "segment_ids", "positions")}
-  contexts = {flag: functools.partial(partitioning.tracing_context, mesh, rules, flag)
-              for flag in (True, False)}
+  context = functools.partial(partitioning.tracing_context, mesh, rules,
+                              constrain_activations)
   jit_init = jax.jit(init_state, in_shardings=(p_shardings,), out_shardings=s_shardings)
   # The old state is donated: updated in place. (orbax copies a state to host
   # before `save` returns, so an async save never reads a donated buffer.)
@@ -126,42 +126,19 @@ def build(model_cfg, tx: optax.GradientTransformation, schedule, mesh, rules, *,
                       out_shardings=(s_shardings, replicated), donate_argnums=(0,))
   jit_eval = jax.jit(eval_step, in_shardings=(p_shardings, batch_shardings),
                      out_shardings=(replicated, replicated))
-  mode = _ConstraintMode(constrain_activations)
   return StepFunctions(
-      init_state=_in_context(jit_init, contexts, mode),
-      train_step=_in_context(jit_train, contexts, mode),
-      eval_step=_in_context(jit_eval, contexts, mode),
+      init_state=_in_context(jit_init, context),
+      train_step=_in_context(jit_train, context),
+      eval_step=_in_context(jit_eval, context),
       state_shardings=s_shardings, param_shardings=p_shardings, batch_sharding=b_sharding)
 
 
-class _ConstraintMode:
-  def __init__(self, enabled: bool):
-    self.enabled = enabled
-
-
-def _in_context(fn, contexts, mode: _ConstraintMode):
-  """Calls (and on first call traces) `fn` with the mesh and logical rules
-  active, so the model's activation constraints apply.
-
-  A model whose parameter initialisers cannot be traced under a mesh (flax's
-  DenseGeneral constrains its flat kernel with the full-rank logical names)
-  is traced without the mesh instead: activation constraints become no-ops
-  and XLA propagates shardings from the params and batch. Logged once.
-  """
+def _in_context(fn, context):
+  """Calls (and on first call traces) `fn` with the logical rules active and,
+  unless `constrain_activations=False`, the mesh too, so the model's
+  activation constraints apply."""
   def wrapped(*args):
-    if mode.enabled:
-      try:
-        with contexts[True]():
-          return fn(*args)
-      except ValueError as e:
-        if "with_sharding_constraint" not in str(e):
-          raise
-        log.warning(
-            "activation sharding constraints disabled: the model cannot be traced under "
-            "a mesh (%s). Params, optimizer state and batches stay sharded by the "
-            "logical axis rules.", str(e).splitlines()[0][:300])
-        mode.enabled = False
-    with contexts[False]():
+    with context():
       return fn(*args)
   return wrapped
 
