@@ -23,6 +23,7 @@ import re
 import shlex
 from typing import Iterable, Mapping, Sequence
 
+from sftdiff import gin_utils
 from sftdiff.launch.resources import Resources
 from sftdiff.study.spec import RunSpec
 
@@ -181,20 +182,9 @@ def apply_overrides(runs: Sequence[RunSpec], common: Sequence[tuple[str, str]],
 
 
 def resolve_gin_files(files: Sequence[str], search_paths: Sequence[str]) -> tuple[str, ...]:
-  """Relative gin files as absolute paths, found along `search_paths` (as the
-  binary would search them). For local runs: gin's fallback reader treats
-  `runs/sft.gin` as package `runs` and crashes when the working directory has
-  a plain `runs/` folder on sys.path (as `python -m` puts it). Files not found
-  stay as given; the gin check then names them."""
-  out = []
-  for f in files:
-    if not (os.path.isabs(f) or "://" in f):
-      for d in search_paths:
-        if os.path.isfile(os.path.join(d, f)):
-          f = os.path.abspath(os.path.join(d, f))
-          break
-    out.append(f)
-  return tuple(out)
+  """Relative gin files as absolute paths along `search_paths`, as the binary
+  resolves them (see `gin_utils.resolve_gin_files`)."""
+  return tuple(gin_utils.resolve_gin_files(files, search_paths))
 
 
 def shell_quote(arg: str) -> str:
