@@ -10,6 +10,12 @@ measured in the same run, and the ratio.
 
   python bench/train.py [--models=toyworld,25m] [--steps=12] [--warmup=2]
 
+Tunix is not a project dependency (its pins, e.g. safetensors<0.8, conflict
+with transformers); install it beside the project without its pins:
+
+  .venv/bin/pip install --no-deps google-tunix==0.1.7 google-metrax==0.2.4 \
+      jaxtyping==0.3.11 perfetto==0.59.1 wadler_lindig==0.1.8
+
 Compute is float32 for both (CPU has no fast bf16 matmul; MFU is against
 the f32 peak). One CPU device (all host cores).
 """
