@@ -9,7 +9,6 @@ import transformers
 
 from sftdiff.data import chat
 from sftdiff.data import tokenizer as tokenizer_lib
-from sftdiff.testing import tokenizer as test_tokenizer
 
 MULTI_TURN = [
     [
@@ -32,21 +31,6 @@ MULTI_TURN = [
         {"role": "assistant", "content": "You are welcome 😀"},
     ],
 ]
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
-  return test_tokenizer.write_test_tokenizer(str(tmp_path_factory.mktemp("tok")))
-
-
-@pytest.fixture(scope="module")
-def tok(tok_dir):
-  return tokenizer_lib.ChatTokenizer.from_dir(tok_dir)
-
-
-@pytest.fixture(scope="module")
-def hf_tok(tok_dir):
-  return transformers.AutoTokenizer.from_pretrained(tok_dir)
 
 
 @pytest.mark.parametrize("conv", MULTI_TURN)

@@ -32,21 +32,6 @@ CONVERSATIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
-  return test_tokenizer.write_test_tokenizer(str(tmp_path_factory.mktemp("tok")))
-
-
-@pytest.fixture(scope="module")
-def tok(tok_dir):
-  return tokenizer_lib.ChatTokenizer.from_dir(tok_dir)
-
-
-@pytest.fixture(scope="module")
-def hf_tok(tok_dir):
-  return transformers.AutoTokenizer.from_pretrained(tok_dir)
-
-
 def test_write_is_deterministic(tmp_path):
   a = test_tokenizer.write_test_tokenizer(str(tmp_path / "a"))
   b = test_tokenizer.write_test_tokenizer(str(tmp_path / "b"))

@@ -1,0 +1,23 @@
+"""Fixtures shared by the tokenizer and chat-mask tests: the test tokenizer,
+loaded by us and by transformers (the reference)."""
+
+import pytest
+import transformers
+
+from sftdiff.data import tokenizer as tokenizer_lib
+from sftdiff.testing import tokenizer as test_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+  return test_tokenizer.write_test_tokenizer(str(tmp_path_factory.mktemp("tok")))
+
+
+@pytest.fixture(scope="module")
+def tok(tok_dir):
+  return tokenizer_lib.ChatTokenizer.from_dir(tok_dir)
+
+
+@pytest.fixture(scope="module")
+def hf_tok(tok_dir):
+  return transformers.AutoTokenizer.from_pretrained(tok_dir)
