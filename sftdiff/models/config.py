@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import gin
 
 FAMILIES = ("llama", "qwen3", "gemma3", "olmo2", "olmo3")
+ATTENTION_IMPLS = ("xla", "cudnn")
 # HF `model_type` -> our family.
 HF_MODEL_TYPES = {
     "llama": "llama",
@@ -73,6 +74,10 @@ class ModelConfig:
     query_pre_attn_scalar: attention scale is its -1/2 power (None = head_dim).
     dtype: compute dtype; param_dtype: storage dtype of parameters.
     remat: rematerialise each layer in the backward pass (training memory).
+    attention_impl: 'xla' (einsum attention, any backend) or 'cudnn'
+      (`jax.nn.dot_product_attention`'s fused cuDNN flash kernel: GPU only,
+      bf16/fp16 compute, no logit soft-capping). The KV-cache decode path
+      always uses 'xla'.
   """
   family: str = "llama"
   vocab_size: int = 256
@@ -105,6 +110,7 @@ class ModelConfig:
   dtype: str = "bfloat16"
   param_dtype: str = "float32"
   remat: bool = False
+  attention_impl: str = "xla"
 
   def __post_init__(self):
     if self.family not in FAMILIES:
@@ -122,6 +128,13 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.qk_norm={self.qk_norm!r} must be 'none', 'head' or 'full'")
     if self.activation not in ("silu", "gelu_tanh"):
       raise ValueError(f"ModelConfig.activation={self.activation!r} must be 'silu' or 'gelu_tanh'")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f"ModelConfig.attention_impl={self.attention_impl!r} must be one of "
+                       f"{ATTENTION_IMPLS}")
+    if self.attention_impl == "cudnn" and (self.attn_logit_softcapping
+                                           or self.dtype not in ("bfloat16", "float16")):
+      raise ValueError("ModelConfig.attention_impl='cudnn' needs dtype bfloat16/float16 "
+                       "and no attn_logit_softcapping")
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"ModelConfig.num_heads={self.num_heads} is not a multiple of "
                        f"num_kv_heads={self.num_kv_heads}")

@@ -187,16 +187,24 @@ class Attention(nn.Module):
     mask_BxLxS = attention_mask(positions_BxL, segment_ids_BxL, k_pos, k_seg,
                                 cfg.sliding_window if sliding else None)
     b, l = q.shape[:2]
-    q_BxLxKxGxD = q.reshape(b, l, kvh, n // kvh, d)
-    logits = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxGxD, keys.astype(q.dtype),
-                        preferred_element_type=jnp.float32) * cfg.attention_scale
-    if cfg.attn_logit_softcapping:
-      cap = cfg.attn_logit_softcapping
-      logits = jnp.tanh(logits / cap) * cap
-    logits = jnp.where(mask_BxLxS[:, None, None], logits, _NEG_INF)
-    probs = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)
-    out = jnp.einsum("bkgls,bskd->blkgd", probs, values.astype(cfg.dtype))
-    out_BxLxNxD = _constrain(out.reshape(b, l, n, d), ("batch", "length", "heads", "kv"))
+    if cfg.attention_impl == "cudnn" and kv_state is None:
+      # Flash attention: the [B, N, L, S] scores never reach memory. The mask
+      # travels as an additive bias broadcast over heads.
+      out_BxLxNxD = jax.nn.dot_product_attention(
+          q.astype(cfg.dtype), keys.astype(cfg.dtype), values.astype(cfg.dtype),
+          mask=mask_BxLxS[:, None], scale=cfg.attention_scale, implementation="cudnn")
+    else:
+      q_BxLxKxGxD = q.reshape(b, l, kvh, n // kvh, d)
+      logits = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxGxD, keys.astype(q.dtype),
+                          preferred_element_type=jnp.float32) * cfg.attention_scale
+      if cfg.attn_logit_softcapping:
+        cap = cfg.attn_logit_softcapping
+        logits = jnp.tanh(logits / cap) * cap
+      logits = jnp.where(mask_BxLxS[:, None, None], logits, _NEG_INF)
+      probs = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)
+      out = jnp.einsum("bkgls,bskd->blkgd", probs, values.astype(cfg.dtype))
+      out_BxLxNxD = out.reshape(b, l, n, d)
+    out_BxLxNxD = _constrain(out_BxLxNxD, ("batch", "length", "heads", "kv"))
     o = _dense(cfg.hidden_size, ("heads", "kv", "embed"), "o_proj", cfg, in_axes=(-2, -1),
                bias=bias)(out_BxLxNxD)
     return o, new_kv

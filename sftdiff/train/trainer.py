@@ -32,7 +32,7 @@ from sftdiff.train import steps
 log = logging.getLogger(__name__)
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM
-MODEL_OVERRIDABLE = ("dtype", "param_dtype", "remat")
+MODEL_OVERRIDABLE = ("dtype", "param_dtype", "remat", "attention_impl")
 
 
 class Preempted(SystemExit):

@@ -200,3 +200,26 @@ def test_bad_inputs_are_named():
   _, cache = model.apply({"params": params}, ones, ones, ones, cache)
   with pytest.raises(ValueError, match=r"overflows the cache \(max_len 6\)"):
     model.apply({"params": params}, ones, ones, ones, cache)
+
+
+def test_attention_impl_is_validated():
+  with pytest.raises(ValueError, match=r"attention_impl='flash' must be one of"):
+    tiny_config("llama").replace(attention_impl="flash")
+  with pytest.raises(ValueError, match=r"'cudnn' needs dtype bfloat16/float16"):
+    tiny_config("llama").replace(dtype="float32", attention_impl="cudnn")
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs a GPU")
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_cudnn_attention_matches_xla_on_packed_rows(family):
+  cfg = tiny_config(family).replace(dtype="bfloat16", num_heads=4, num_kv_heads=2,
+                                    head_dim=64)
+  params = decoder.init_params(cfg, jax.random.PRNGKey(0))
+  seg = jnp.array([[1] * 9 + [2] * 15 + [0] * 8] * 2, jnp.int32)
+  pos = jnp.array([list(range(9)) + list(range(15)) + [0] * 8] * 2, jnp.int32)
+  tokens = jax.random.randint(jax.random.PRNGKey(1), seg.shape, 1, cfg.vocab_size)
+  ref, _ = decoder.Decoder(cfg).apply({"params": params}, tokens, pos, seg)
+  out, _ = decoder.Decoder(cfg.replace(attention_impl="cudnn")).apply(
+      {"params": params}, tokens, pos, seg)
+  valid = np.asarray(seg) > 0
+  np.testing.assert_allclose(np.asarray(out)[valid], np.asarray(ref)[valid], atol=0.1, rtol=0.05)
