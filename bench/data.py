@@ -16,8 +16,10 @@ each phase in its own subprocess (so each phase's peak RSS is its own):
             same batch shape (tokens/s) — or pass --trainer_tokens_per_s
 
 and prints each measurement against its target as a ratio. The memory target
-(the pipeline does not hold the data set in memory, only the selection) is
-checked by comparing the pipeline's peak RSS across two --num_prompts runs.
+(peak memory does not grow with the number of prompts beyond the selection) is
+checked by comparing each phase's peak RSS — the build (and its baseline after
+imports, before any data is read), the pipeline's main process and each of its
+child processes — across --num_prompts runs.
 """
 
 from __future__ import annotations
@@ -50,9 +52,9 @@ def _peak_rss_mb(children: bool = False) -> float:
   return resource.getrusage(who).ru_maxrss / 1024.0
 
 
-def _children_peak_rss_mb() -> float:
-  """Sum of VmHWM over live descendant processes (Grain workers)."""
-  total, todo = 0.0, [os.getpid()]
+def _children_peak_rss_mb() -> list[float]:
+  """VmHWM of each live descendant process (Grain workers, resource tracker)."""
+  peaks, todo = [], [os.getpid()]
   seen = set()
   while todo:
     pid = todo.pop()
@@ -68,10 +70,10 @@ def _children_peak_rss_mb() -> float:
         with open(f"/proc/{pid}/status") as f:
           for line in f:
             if line.startswith("VmHWM:"):
-              total += int(line.split()[1]) / 1024.0
+              peaks.append(int(line.split()[1]) / 1024.0)
       except OSError:
         pass
-  return total
+  return sorted(peaks, reverse=True)
 
 
 def _text(rng, n_words: int) -> str:
@@ -113,12 +115,18 @@ def _config(args):
 
 def phase_build(args) -> dict:
   import shutil
+  import seqio  # noqa: F401  (imported by the build: part of the baseline)
+  import tensorflow  # noqa: F401
   shutil.rmtree(os.path.join(args.workdir, "store"), ignore_errors=True)
+  config = _config(args)
+  config.register_filters()
+  baseline = _peak_rss_mb()  # After imports, before reading any data.
   t0 = time.perf_counter()
-  store = _config(args).build()
+  store = config.build()
   seconds = time.perf_counter() - t0
   return {"seconds": seconds, "prompts": len(store),
-          "prompts_per_s": len(store) / seconds, "peak_rss_mb": _peak_rss_mb()}
+          "prompts_per_s": len(store) / seconds, "peak_rss_mb": _peak_rss_mb(),
+          "baseline_rss_mb": baseline}
 
 
 def phase_select(args) -> dict:
@@ -170,10 +178,11 @@ def phase_pipeline(args) -> dict:
     b = next(it)
     tokens += int((b["segment_ids"] > 0).sum())
   seconds = time.perf_counter() - t0
+  children = _children_peak_rss_mb()
   return {"workers": args.workers, "tokens_per_s": tokens / seconds,
           "batches": args.batches, "seconds": seconds,
           "rss_before_iter_mb": rss_before, "peak_rss_mb": _peak_rss_mb(),
-          "peak_rss_children_mb": _children_peak_rss_mb()}
+          "peak_rss_children_mb": sum(children), "peak_rss_each_child_mb": children}
 
 
 def phase_trainer(args) -> dict:
@@ -276,7 +285,8 @@ def main() -> None:
   if "build" in results:
     b = results["build"]
     print(f"build joined store   {b['seconds']:9.1f} s   {b['prompts_per_s']:9.0f} "
-          f"prompts/s   peak RSS {b['peak_rss_mb']:.0f} MB")
+          f"prompts/s   peak RSS {b['peak_rss_mb']:.0f} MB (after imports, "
+          f"before reading: {b['baseline_rss_mb']:.0f} MB)")
   target = 2.0 * n / 1_000_000
   print(f"arm selection        {s['total_s']:9.3f} s   (load {s['load_s']:.3f} s, "
         f"select {s['select_s']:.3f} s)   target < {target:.3f} s "
@@ -287,7 +297,8 @@ def main() -> None:
     p = results[f"pipeline_{w}"]
     print(f"pipeline {w} worker(s)  {p['tokens_per_s']:9.0f} tokens/s   "
           f"= {p['tokens_per_s'] / trainer_tps:.1f}x trainer (target >= 10x)   "
-          f"peak RSS {p['peak_rss_mb']:.0f} MB (+workers {p['peak_rss_children_mb']:.0f} MB)")
+          f"peak RSS {p['peak_rss_mb']:.0f} MB (+children "
+          f"{' + '.join(f'{c:.0f}' for c in p['peak_rss_each_child_mb'])} MB)")
   print(f"trainer (toyworld)   {trainer_tps:9.0f} tokens/s"
         + (f"   step {results['trainer']['step_s'] * 1e3:.1f} ms on "
            f"{results['trainer']['device']}" if "trainer" in results else " (given)"))

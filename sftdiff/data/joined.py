@@ -23,6 +23,15 @@ Coverage policy `missing` for prompts lacking some source's completion:
 `'fail'` (error listing counts per source), `'drop_prompt'` (drop the prompt),
 or `'fallback:<source>'` (use that source's completion) — all counted in
 `meta.json["coverage"]`.
+
+The build streams: each task's records go into an SQLite spill in the build
+directory (one table per input, indexed by prompt_id); coverage is counted in
+SQL; one LEFT JOIN query in prompt-set order feeds the records file, the
+filter labels (in chunks of `_LABEL_CHUNK` records) and the index (a Parquet
+row group per `_INDEX_ROW_GROUP` rows); the spill is deleted before the store
+is moved into place. What grows with the number of prompts is on disk, except
+ArrayRecord's in-memory chunk index: the writer keeps ~65 bytes per record
+until it closes, each reader ~18 (see docs/performance.md, bench/data.py).
 """
 
 from __future__ import annotations
@@ -32,8 +41,11 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+import time
 from typing import Any, Iterator, Mapping, Sequence
 
+from absl import logging
 import numpy as np
 
 from sftdiff.data import filters as filters_lib
@@ -118,15 +130,18 @@ class JoinedStore:
     with open(os.path.join(path, META_FILE)) as f:
       self.meta: dict[str, Any] = json.load(f)
     self._reader = None
+    self._reader_lock = threading.Lock()
     self._columns: dict[str, np.ndarray] = {}
 
-  # Readers are not picklable; Grain workers reopen them.
+  # Readers are not picklable; Grain workers reopen them. Only the path and
+  # meta travel: a worker holds no index columns.
   def __getstate__(self):
     return {"path": self.path, "meta": self.meta}
 
   def __setstate__(self, state):
     self.path, self.meta = state["path"], state["meta"]
     self._reader, self._columns = None, {}
+    self._reader_lock = threading.Lock()
 
   @property
   def fingerprint(self) -> str:
@@ -149,15 +164,21 @@ class JoinedStore:
 
   def columns(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Index columns as numpy arrays (only the named ones are read; cached)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
     # ParquetFile.read (not read_table) avoids importing pyarrow.dataset.
-    index = pq.ParquetFile(os.path.join(self.path, INDEX_FILE))
-    wanted = list(names) if names is not None else index.schema_arrow.names
-    todo = [n for n in wanted if n not in self._columns]
+    with pq.ParquetFile(os.path.join(self.path, INDEX_FILE)) as index:
+      wanted = list(names) if names is not None else index.schema_arrow.names
+      todo = [n for n in wanted if n not in self._columns]
+      if todo:
+        table = index.read(columns=todo)
+        for n in todo:
+          self._columns[n] = _to_numpy(table.column(n))
+        del table
     if todo:
-      table = index.read(columns=todo)
-      for n in todo:
-        self._columns[n] = _to_numpy(table.column(n))
+      # The columns are numpy copies: hand Arrow's freed read buffers back
+      # (its allocator otherwise keeps ~35 MB per 1M prompts cached).
+      pa.default_memory_pool().release_unused()
     return {n: self._columns[n] for n in wanted}
 
   def clear_columns(self) -> None:
@@ -171,13 +192,18 @@ class JoinedStore:
                         + [f"refusal@{s}" for s in self.sources])
 
   def _open(self):
+    # Grain's read threads all ask at once on a fresh process: one opens, the
+    # others wait. (Each open decodes the whole footer, ~26 bytes per record,
+    # into its thread's malloc arena: 16 racing opens cost 16 times that.)
     if self._reader is None:
-      from array_record.python import array_record_module
-      # Random access (as Grain's ArrayRecordDataSource): no readahead — the
-      # default 16 MB buffer per read would dominate shuffled reads.
-      self._reader = array_record_module.ArrayRecordReader(
-          os.path.join(self.path, RECORDS_FILE), "readahead_buffer_size:0",
-          file_reader_buffer_size=32768)
+      with self._reader_lock:
+        if self._reader is None:
+          from array_record.python import array_record_module
+          # Random access (as Grain's ArrayRecordDataSource): no readahead —
+          # the default 16 MB buffer per read would dominate shuffled reads.
+          self._reader = array_record_module.ArrayRecordReader(
+              os.path.join(self.path, RECORDS_FILE), "readahead_buffer_size:0",
+              file_reader_buffer_size=32768)
     return self._reader
 
   def __getitem__(self, index: int) -> dict[str, Any]:
@@ -188,7 +214,19 @@ class JoinedStore:
     return json.loads(self._open().read(index, index + 1)[0])
 
   def read(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-    return [json.loads(b) for b in self._open().read([int(i) for i in indices])]
+    """Records at `indices` (in that order)."""
+    # Range reads only: read([i, ...]) allocates O(num_records) per call.
+    idx = [int(i) for i in indices]
+    if not idx:
+      return []
+    lo, hi = min(idx), max(idx) + 1
+    if lo < 0 or hi > len(self):
+      raise IndexError(f"store indices out of range [0, {len(self)})")
+    reader = self._open()
+    if hi - lo <= 4 * len(idx):  # Dense enough: one range read.
+      block = reader.read(lo, hi)
+      return [json.loads(block[i - lo]) for i in idx]
+    return [json.loads(reader.read(i, i + 1)[0]) for i in idx]
 
   def __iter__(self) -> Iterator[dict[str, Any]]:
     for start in range(0, len(self), 1024):
@@ -196,22 +234,191 @@ class JoinedStore:
       yield from (json.loads(b) for b in chunk)
 
 
-def _coverage_error(lacking: Mapping[str, list[str]], n: int) -> CoverageError:
-  lines = [f"  {s}: {len(ids)} of {n} prompts lack a completion, e.g. {ids[:3]}"
-           for s, ids in lacking.items() if ids]
+def _coverage_error(lacking: Mapping[str, int], examples: Mapping[str, list[str]],
+                    n: int) -> CoverageError:
+  lines = [f"  {s}: {count} of {n} prompts lack a completion, e.g. {examples[s]}"
+           for s, count in lacking.items() if count]
   return CoverageError("sources do not cover the prompt set (missing='fail'):\n"
                        + "\n".join(lines) + "\nset missing='drop_prompt' or "
                        "'fallback:<source>' to proceed (counted in meta.json)")
+
+
+# Records per filter-labelling chunk, and index rows per Parquet row group.
+_LABEL_CHUNK = 512
+_INDEX_ROW_GROUP = 65536
+
+
+class _Spill:
+  """The build's inputs on disk (SQLite), so memory does not grow with them.
+
+  Tables: `prompts(ord, prompt_id, messages, subset)` in prompt-set order and
+  `c<i>(prompt_id, completion)` per source, nested fields as JSON text.
+  """
+
+  def __init__(self, path: str, num_sources: int):
+    import sqlite3
+    self.path = path
+    self.num_sources = num_sources
+    self.db = sqlite3.connect(path, isolation_level=None)
+    for pragma in ("journal_mode=OFF", "synchronous=OFF",
+                   f"cache_size=-{records_lib.SPILL_CACHE_KIB}"):
+      self.db.execute(f"PRAGMA {pragma}")
+    self.db.execute("CREATE TABLE prompts (ord INTEGER PRIMARY KEY, "
+                    "prompt_id TEXT NOT NULL, messages TEXT, subset TEXT)")
+    for i in range(num_sources):
+      self.db.execute(f"CREATE TABLE c{i} (prompt_id TEXT NOT NULL, completion TEXT)")
+
+  def _load(self, sql: str, rows: Iterator[tuple[str, ...]]) -> None:
+    self.db.execute("BEGIN")
+    self.db.executemany(sql, rows)
+    self.db.execute("COMMIT")
+
+  def add_prompts(self, records: Iterator[dict[str, Any]]) -> None:
+    self._load("INSERT INTO prompts (prompt_id, messages, subset) VALUES (?, ?, ?)",
+               ((r["prompt_id"], r["messages"], r["subset"]) for r in records))
+    # Unique: the readers reject duplicate prompt_ids already.
+    self.db.execute("CREATE UNIQUE INDEX prompts_id ON prompts (prompt_id)")
+
+  def add_completions(self, i: int, records: Iterator[dict[str, Any]]) -> None:
+    self._load(f"INSERT INTO c{i} VALUES (?, ?)",
+               ((r["prompt_id"], r["completion"]) for r in records))
+    self.db.execute(f"CREATE UNIQUE INDEX c{i}_id ON c{i} (prompt_id)")
+
+  def count(self, sql: str) -> int:
+    return self.db.execute(sql).fetchone()[0]
+
+  def num_prompts(self) -> int:
+    return self.count("SELECT COUNT(*) FROM prompts")
+
+  def lacking(self, i: int, limit: int | None = None):
+    """Prompts without a completion of source i: count, or the first ids."""
+    where = (f"FROM prompts p WHERE NOT EXISTS "
+             f"(SELECT 1 FROM c{i} c WHERE c.prompt_id = p.prompt_id)")
+    if limit is None:
+      return self.count(f"SELECT COUNT(*) {where}")
+    return [r[0] for r in self.db.execute(
+        f"SELECT p.prompt_id {where} ORDER BY p.ord LIMIT {int(limit)}")]
+
+  def unmatched(self, i: int) -> int:
+    """Completions of source i for no prompt of the prompt set."""
+    return self.count(f"SELECT COUNT(*) FROM c{i} c WHERE NOT EXISTS "
+                      "(SELECT 1 FROM prompts p WHERE p.prompt_id = c.prompt_id)")
+
+  def joined(self) -> Iterator[tuple[str | None, ...]]:
+    """(prompt_id, messages, subset, completion of each source or None), in
+    prompt-set order."""
+    cols = "".join(f", c{i}.completion" for i in range(self.num_sources))
+    joins = "".join(f" LEFT JOIN c{i} ON c{i}.prompt_id = p.prompt_id"
+                    for i in range(self.num_sources))
+    return self.db.execute(f"SELECT p.prompt_id, p.messages, p.subset{cols} "
+                           f"FROM prompts p{joins} ORDER BY p.ord")
+
+  def close(self) -> None:
+    self.db.close()
+    if os.path.exists(self.path):
+      os.remove(self.path)
+
+
+def _index_schema(filters: Sequence[str], sources: Sequence[str]):
+  import pyarrow as pa
+  return pa.schema([("prompt_id", pa.string()), ("subset", pa.string()),
+                    ("id_hash", pa.uint64())]
+                   + [(f"label:{f}", pa.bool_()) for f in filters]
+                   + [(f"refusal@{s}", pa.bool_()) for s in sources])
+
+
+def _write_joined(spill: _Spill, directory: str, names: list[str],
+                  fallback: str | None,
+                  stored_filters: Mapping[str, filters_lib.Filter],
+                  coverage: dict[str, Any]) -> tuple[int, dict[str, int]]:
+  """Writes the records file and the index from the spill's joined rows.
+
+  Applies the coverage policy per prompt (counting into `coverage`); returns
+  the number of records written and the count per subset.
+  """
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  from array_record.python import array_record_module
+
+  writer = array_record_module.ArrayRecordWriter(
+      os.path.join(directory, RECORDS_FILE), "group_size:1")
+  schema = _index_schema(list(stored_filters), names)
+  index_writer = pq.ParquetWriter(os.path.join(directory, INDEX_FILE), schema)
+  fallback_col = names.index(fallback) if fallback is not None else None
+  num_kept = 0
+  subset_counts: dict[str, int] = {}
+  chunk_ids, chunk_subsets, joined, batches = [], [], [], []
+
+  def flush_chunk():
+    cols = filters_lib.label_columns(joined, names, stored_filters)
+    batches.append(pa.record_batch(
+        [pa.array(chunk_ids, pa.string()), pa.array(chunk_subsets, pa.string()),
+         pa.array(id_hash(chunk_ids), pa.uint64())]
+        + [pa.array(cols[n], pa.bool_()) for n in schema.names[3:]],
+        schema=schema))
+    chunk_ids.clear()
+    chunk_subsets.clear()
+    joined.clear()
+
+  def flush_index():
+    if batches:
+      index_writer.write_table(pa.Table.from_batches(batches, schema),
+                               row_group_size=_INDEX_ROW_GROUP)
+      batches.clear()
+
+  for pid, messages, subset, *found in spill.joined():
+    comps = {}
+    for i, s in enumerate(names):
+      c = found[i]
+      if c is None and fallback_col is not None:
+        c = found[fallback_col]
+        if c is not None:
+          coverage["fallback_filled"][s] += 1
+      if c is None:
+        break
+      comps[s] = c
+    if len(comps) < len(names):
+      coverage["dropped_prompts"] += 1
+      continue
+    # Same bytes as json.dumps(record), without re-encoding the messages.
+    encoded = "".join([
+        '{"prompt_id": ', json.dumps(pid, ensure_ascii=False), ', "prompt": ',
+        messages, ', "subset": ', json.dumps(subset, ensure_ascii=False),
+        ', "completions": {',
+        ", ".join(f"{json.dumps(s)}: {c}" for s, c in comps.items()), "}}"])
+    writer.write(encoded.encode("utf-8"))
+    num_kept += 1
+    subset_counts[subset] = subset_counts.get(subset, 0) + 1
+    chunk_ids.append(pid)
+    chunk_subsets.append(subset)
+    joined.append({"prompt_id": pid, "prompt": json.loads(messages),
+                   "subset": subset,
+                   "completions": {s: json.loads(c) for s, c in comps.items()}})
+    if len(joined) == _LABEL_CHUNK:
+      flush_chunk()
+      if len(batches) * _LABEL_CHUNK >= _INDEX_ROW_GROUP:
+        flush_index()
+  if joined:
+    flush_chunk()
+  flush_index()
+  writer.close()
+  index_writer.close()
+  return num_kept, subset_counts
 
 
 def build_store(prompt_set: sources_lib.SourceSpec,
                 sources: Sequence[sources_lib.SourceSpec], store_dir: str, *,
                 missing: str = "fail", on_error: str = "fail",
                 force: bool = False) -> JoinedStore:
-  """Builds (or reuses) the joined store for these inputs; returns it."""
-  import pyarrow as pa
+  """Builds (or reuses) the joined store for these inputs; returns it.
+
+  Streams: each input is read once into an SQLite spill in the build
+  directory, the joined records are read back from it in prompt-set order and
+  written (records, labels, index) chunk by chunk, so memory does not grow
+  with the number of prompts. The spill needs free disk in `store_dir` about
+  the size of the inputs; it is deleted before the store is moved into place.
+  """
   import pyarrow.parquet as pq
-  from array_record.python import array_record_module
 
   names = [s.name for s in sources]
   if not names or len(set(names)) != len(names):
@@ -225,98 +432,68 @@ def build_store(prompt_set: sources_lib.SourceSpec,
   if os.path.exists(os.path.join(final, META_FILE)) and not force:
     return JoinedStore(final)
 
-  # Nested fields stay JSON strings until a record is written: compact memory.
-  prompts, prompt_report = sources_lib.read_records(prompt_set, on_error=on_error,
-                                                    decode=False)
-  completions: dict[str, dict[str, str]] = {}
-  reports = {}
-  for spec in sources:
-    recs, reports[spec.name] = sources_lib.read_records(spec, on_error=on_error,
-                                                        decode=False)
-    completions[spec.name] = {r["prompt_id"]: r["completion"] for r in recs}
-    del recs
-
-  prompt_ids = {p["prompt_id"] for p in prompts}
-  lacking = {s: [p["prompt_id"] for p in prompts if p["prompt_id"] not in c]
-             for s, c in completions.items()}
-  if missing == "fail" and any(lacking.values()):
-    raise _coverage_error(lacking, len(prompts))
-  coverage = {
-      "policy": missing,
-      "prompts_in": len(prompts),
-      "lacking": {s: len(ids) for s, ids in lacking.items()},
-      "unmatched_completions": {s: len(set(c) - prompt_ids)
-                                for s, c in completions.items()},
-      "dropped_prompts": 0, "fallback_filled": {s: 0 for s in names},
-  }
-
   os.makedirs(store_dir, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{fp}.", dir=store_dir)
-  writer = array_record_module.ArrayRecordWriter(
-      os.path.join(tmp, RECORDS_FILE), "group_size:1")
-  kept_ids, kept_subsets, joined = [], [], []
-  label_cols: dict[str, list[np.ndarray]] = {}
-
-  def flush():
-    cols = filters_lib.label_columns(joined, names, stored_filters)
-    for k, v in cols.items():
-      label_cols.setdefault(k, []).append(v)
-    joined.clear()
-
+  spill = None
+  t0 = time.perf_counter()
   try:
-    for p in prompts:
-      pid = p["prompt_id"]
-      comps = {}
-      for s in names:
-        c = completions[s].get(pid)
-        if c is None and fallback is not None:
-          c = completions[fallback].get(pid)
-          if c is not None:
-            coverage["fallback_filled"][s] += 1
-        if c is None:
-          break
-        comps[s] = c
-      if len(comps) < len(names):
-        coverage["dropped_prompts"] += 1
-        continue
-      record = {"prompt_id": pid, "prompt": json.loads(p["messages"]),
-                "subset": p["subset"],
-                "completions": {s: json.loads(c) for s, c in comps.items()}}
-      # Same bytes as json.dumps(record), without re-encoding the messages.
-      encoded = "".join([
-          '{"prompt_id": ', json.dumps(pid, ensure_ascii=False), ', "prompt": ',
-          p["messages"], ', "subset": ', json.dumps(p["subset"], ensure_ascii=False),
-          ', "completions": {',
-          ", ".join(f"{json.dumps(s)}: {c}" for s, c in comps.items()), "}}"])
-      writer.write(encoded.encode("utf-8"))
-      kept_ids.append(pid)
-      kept_subsets.append(p["subset"])
-      joined.append(record)
-      if len(joined) >= 4096:
-        flush()
-    flush()
-    writer.close()
-    if not kept_ids:
+    spill = _Spill(os.path.join(tmp, "spill.sqlite"), len(names))
+    # Nested fields stay JSON strings until a record is written.
+    stream = sources_lib.stream_records(prompt_set, on_error=on_error, decode=False)
+    spill.add_prompts(stream)
+    prompt_report = stream.report
+    logging.info("store %s: read prompt set %s (%d records) in %.1f s", fp,
+                 prompt_set.uri(), prompt_report.records, time.perf_counter() - t0)
+    reports = {}
+    for i, spec in enumerate(sources):
+      t1 = time.perf_counter()
+      stream = sources_lib.stream_records(spec, on_error=on_error, decode=False)
+      spill.add_completions(i, stream)
+      reports[spec.name] = stream.report
+      logging.info("store %s: read source %s (%d records) in %.1f s", fp,
+                   spec.uri(), reports[spec.name].records, time.perf_counter() - t1)
+    t1 = time.perf_counter()
+
+    num_in = spill.num_prompts()
+    lacking = {s: spill.lacking(i) for i, s in enumerate(names)}
+    if missing == "fail" and any(lacking.values()):
+      raise _coverage_error(
+          lacking, {s: spill.lacking(i, limit=3) for i, s in enumerate(names)},
+          num_in)
+    coverage = {
+        "policy": missing,
+        "prompts_in": num_in,
+        "lacking": lacking,
+        "unmatched_completions": {s: spill.unmatched(i)
+                                  for i, s in enumerate(names)},
+        "dropped_prompts": 0, "fallback_filled": {s: 0 for s in names},
+    }
+    logging.info("store %s: coverage in %.1f s", fp, time.perf_counter() - t1)
+
+    t1 = time.perf_counter()
+    num_kept, subset_counts = _write_joined(spill, tmp, names, fallback,
+                                            stored_filters, coverage)
+    spill.close()
+    logging.info("store %s: joined, labelled and wrote %d records in %.1f s "
+                 "(build %.1f s)", fp, num_kept, time.perf_counter() - t1,
+                 time.perf_counter() - t0)
+    if not num_kept:
       raise CoverageError(f"the joined store would be empty: {coverage}")
     filter_checks = {}
-    for name, f in stored_filters.items():
-      if f.check is not None:
-        filter_checks[name] = f.check(set(kept_ids))
-    table = {"prompt_id": pa.array(kept_ids, pa.string()),
-             "subset": pa.array(kept_subsets, pa.string()),
-             "id_hash": pa.array(id_hash(kept_ids), pa.uint64())}
-    for k, parts in label_cols.items():
-      table[k] = pa.array(np.concatenate(parts) if parts else np.zeros(0, bool))
-    pq.write_table(pa.table(table), os.path.join(tmp, INDEX_FILE))
-    subsets, subset_counts = np.unique(np.asarray(kept_subsets), return_counts=True)
+    checks = {n: f.check for n, f in stored_filters.items() if f.check is not None}
+    if checks:
+      kept_ids = set(pq.ParquetFile(os.path.join(tmp, INDEX_FILE)).read(
+          columns=["prompt_id"]).column("prompt_id").to_pylist())
+      filter_checks = {n: check(kept_ids) for n, check in checks.items()}
+      del kept_ids
     provenance = dict(prompt_report.provenance)
     meta = {
-        "fingerprint": fp, "inputs": inputs, "num_prompts": len(kept_ids),
+        "fingerprint": fp, "inputs": inputs, "num_prompts": num_kept,
         "sources": names, "filters": {n: f.version for n, f in stored_filters.items()},
         "filter_descriptions": {n: f.description for n, f in stored_filters.items()},
         "filter_checks": filter_checks,
-        "subsets": [str(s) for s in subsets],
-        "subset_counts": {str(s): int(c) for s, c in zip(subsets, subset_counts)},
+        "subsets": sorted(subset_counts),
+        "subset_counts": subset_counts,
         "coverage": coverage,
         "prompt_id_provenance": {
             "prompt_set": provenance,
@@ -335,6 +512,8 @@ def build_store(prompt_set: sources_lib.SourceSpec,
       else:
         shutil.rmtree(tmp, ignore_errors=True)
   except BaseException:
+    if spill is not None:
+      spill.db.close()
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return JoinedStore(final)

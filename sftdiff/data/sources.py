@@ -9,14 +9,16 @@ A `SourceSpec` names where records live:
   `tfds:NAME[:VERSION][/SPLIT]` a TFDS dataset (read through `seqio.TfdsDataSource`)
   `seqio:TASK[/SPLIT]`          an already registered SeqIO task
 
-For JSONL and Parquet, a plain Python reader validates every row first (so errors
-name the file and line/row, see `records.py`) and the validated rows are what
-the registered task's `FunctionDataSource` serves. TFDS datasets and existing
-tasks are validated as they are read (errors name `task:split example N`).
-Every spec is registered as a SeqIO task named `sftdiff.<role>.<name>.<fp>`
-(`task_name()`), and `read_records` reads that task's dataset exactly once with
-`as_numpy_iterator()` and materialises it — SeqIO is tf.data-only, and the
-joined store is where random access happens.
+For JSONL and Parquet, a plain Python reader validates the rows (so errors name
+the file and line/row, see `records.py`) as the registered task's
+`FunctionDataSource` serves them (`tf.data.Dataset.from_generator`). TFDS
+datasets and existing tasks are validated as they are read (errors name
+`task:split example N`). Every spec is registered as a SeqIO task named
+`sftdiff.<role>.<name>.<fp>` (`task_name()`); `stream_records` reads that
+task's dataset exactly once with `as_numpy_iterator()` and streams the records
+(memory does not grow with their number; the read report is complete once the
+stream is exhausted), `read_records` collects them in a list. SeqIO is
+tf.data-only: the joined store is where random access happens.
 
 Features of the tasks this module registers (all tf.string; JSON where nested):
 sources `prompt_id, prompt, completion, subset, meta`; prompt sets
@@ -32,7 +34,7 @@ import glob
 import hashlib
 import json
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sftdiff.data import records as records_lib
 
@@ -171,28 +173,57 @@ def _encode(record: dict[str, Any], role: str) -> dict[str, str]:
           "subset": record["subset"], "meta": dump(record["meta"])}
 
 
+_CHUNK = 1024  # records per tf.data element yielded by a file task's generator
+
+
 class _ValidatedFileDatasetFn:
-  """SeqIO dataset_fn: validate files in Python, serve the rows via tf.data."""
+  """SeqIO dataset_fn: validate files in Python, stream the rows via tf.data.
+
+  Rows are validated as tf.data pulls them (`from_generator`, `_CHUNK`
+  records at a time), so nothing is materialised. `last_report` is the report
+  of the latest dataset made, complete once its generator is exhausted; a
+  validation error (or any other error of the reader) is kept in `last_error`
+  too, since tf.data re-raises it wrapped.
+  """
 
   def __init__(self, spec: SourceSpec):
     self.spec = spec
     self.on_error = "fail"
     self.last_report: records_lib.ReadReport | None = None
+    self.last_error: Exception | None = None
+
+  def _chunks(self, on_error: str, report: records_lib.ReadReport
+              ) -> Iterator[dict[str, list[str]]]:
+    spec = self.spec
+    names = _SOURCE_FEATURES if spec.role == "source" else _PROMPT_FEATURES
+    columns: dict[str, list[str]] = {k: [] for k in names}
+    try:
+      for record in records_lib.validate_rows(
+          raw_rows(spec), kind=spec.role, name=spec.name, on_error=on_error,
+          report=report):
+        for k, v in _encode(record, spec.role).items():
+          columns[k].append(v)
+        if len(columns["prompt_id"]) == _CHUNK:
+          yield columns
+          columns = {k: [] for k in names}
+    except Exception as e:  # tf.data wraps it: stream_records re-raises this.
+      self.last_error = e
+      raise
+    if columns["prompt_id"]:
+      yield columns
 
   def __call__(self, split: str, shuffle_files: bool, seed: int | None = None):
     import tensorflow as tf
     del split, shuffle_files, seed
+    self.spec.files()  # Missing files fail here, not inside tf.data.
     report = records_lib.ReadReport(self.spec.name)
+    self.last_report, self.last_error = report, None
+    on_error = self.on_error
     names = _SOURCE_FEATURES if self.spec.role == "source" else _PROMPT_FEATURES
-    columns: dict[str, list[str]] = {k: [] for k in names}
-    for record in records_lib.validate_rows(
-        raw_rows(self.spec), kind=self.spec.role, name=self.spec.name,
-        on_error=self.on_error, report=report):
-      for k, v in _encode(record, self.spec.role).items():
-        columns[k].append(v)
-    self.last_report = report
-    return tf.data.Dataset.from_tensor_slices(
-        {k: tf.constant(v, dtype=tf.string) for k, v in columns.items()})
+    signature = {k: tf.TensorSpec([None], tf.string) for k in names}
+    return tf.data.Dataset.from_generator(
+        lambda: self._chunks(on_error, report),
+        output_signature=signature).unbatch()
 
 
 _DATASET_FNS: dict[str, _ValidatedFileDatasetFn] = {}
@@ -276,12 +307,53 @@ def _unbatched(ds) -> Iterator[dict[str, Any]]:
       yield dict(zip(keys, values))
 
 
-def read_records(spec: SourceSpec, *, on_error: str = "fail", decode: bool = True
-                 ) -> tuple[list[dict[str, Any]], records_lib.ReadReport]:
-  """Reads the spec's SeqIO task once and materialises its validated records.
+class RecordStream:
+  """A spec's validated records, one at a time; `report` once exhausted."""
 
-  With `decode=False` the nested fields (`prompt`, `completion`, `messages`,
-  `meta`) stay JSON strings — the joined store keeps them compact that way.
+  def __init__(self, records: Iterator[dict[str, Any]],
+               report: Callable[[], records_lib.ReadReport | None]):
+    self._records = records
+    self._report = report
+    self._done = False
+
+  def __iter__(self) -> "RecordStream":
+    return self
+
+  def __next__(self) -> dict[str, Any]:
+    try:
+      return next(self._records)
+    except StopIteration:
+      self._done = True
+      raise
+
+  @property
+  def report(self) -> records_lib.ReadReport:
+    report = self._report() if self._done else None
+    if report is None:
+      raise RuntimeError("the read report is complete only once the stream "
+                         "is exhausted")
+    return report
+
+
+def _reraise_reader_error(examples: Iterator[dict[str, Any]],
+                          fn: _ValidatedFileDatasetFn
+                          ) -> Iterator[dict[str, Any]]:
+  """tf.data wraps errors raised in a generator: re-raise the reader's own."""
+  try:
+    yield from examples
+  except Exception:
+    if fn.last_error is not None:
+      raise fn.last_error from None
+    raise
+
+
+def stream_records(spec: SourceSpec, *, on_error: str = "fail",
+                   decode: bool = True) -> RecordStream:
+  """Streams the validated records of the spec's SeqIO task (read once).
+
+  Memory does not grow with the number of records. With `decode=False` the
+  nested fields (`prompt`, `completion`, `messages`, `meta`) stay JSON
+  strings — the joined store writes them as they are.
   """
   import seqio
   records_lib.check_policy(on_error)
@@ -292,14 +364,23 @@ def read_records(spec: SourceSpec, *, on_error: str = "fail", decode: bool = Tru
   task = seqio.get_mixture_or_task(task_name)
   ds = task.get_dataset(sequence_length=None, split=spec.split, shuffle=False)
   if fn is not None:
-    return list(_own_records(_unbatched(ds), spec, decode)), fn.last_report
+    report = fn.last_report  # This dataset's: complete once it is exhausted.
+    examples = _reraise_reader_error(_unbatched(ds), fn)
+    return RecordStream(_own_records(examples, spec, decode), lambda: report)
   report = records_lib.ReadReport(spec.name)
   # External features may be ragged (TFDS sequences): read unbatched.
   rows = ((f"{task_name}:{spec.split} example {i}", _external_row(ex))
           for i, ex in enumerate(ds.as_numpy_iterator()))
-  out = list(records_lib.validate_rows(rows, kind=spec.role, name=spec.name,
-                                       on_error=on_error, report=report))
+  out = records_lib.validate_rows(rows, kind=spec.role, name=spec.name,
+                                  on_error=on_error, report=report)
   if not decode:
-    out = [{k: (json.dumps(v, ensure_ascii=False) if k in _JSON_FIELDS else v)
-            for k, v in r.items()} for r in out]
-  return out, report
+    out = ({k: (json.dumps(v, ensure_ascii=False) if k in _JSON_FIELDS else v)
+            for k, v in r.items()} for r in out)
+  return RecordStream(out, lambda: report)
+
+
+def read_records(spec: SourceSpec, *, on_error: str = "fail", decode: bool = True
+                 ) -> tuple[list[dict[str, Any]], records_lib.ReadReport]:
+  """Reads the spec's SeqIO task once into a list (see `stream_records`)."""
+  stream = stream_records(spec, on_error=on_error, decode=decode)
+  return list(stream), stream.report

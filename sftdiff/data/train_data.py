@@ -136,13 +136,17 @@ def eval_mask(id_hashes: np.ndarray, eval_fraction: float) -> np.ndarray:
 class ArmRecords:
   """Random-access training records of an arm: `{messages, prompt_id, source, subset}`.
 
-  Picklable (the store reopens its reader), so Grain workers can use it.
+  Picklable, so Grain workers can use it: what travels is the store's path and
+  meta (each process opens its own reader) and the selection — the store
+  indices (int32 below 2**31 prompts) and the chosen source per index (int16),
+  6 bytes per selected prompt.
   """
 
   def __init__(self, store: joined_lib.JoinedStore, indices: np.ndarray,
                chosen: np.ndarray):
     self._store = store
-    self._indices = np.asarray(indices, dtype=np.int64)
+    index_dtype = np.int32 if len(store) < 2**31 else np.int64
+    self._indices = np.asarray(indices).astype(index_dtype, copy=False)
     self._chosen = np.asarray(chosen, dtype=np.int16)[self._indices]
     self._sources = store.sources
 

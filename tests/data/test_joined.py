@@ -57,6 +57,7 @@ def test_fingerprint_reuse_and_rebuild(example, monkeypatch):
   def no_reads(*a, **k):
     raise AssertionError("a cached store must not read its inputs")
   monkeypatch.setattr(sources, "read_records", no_reads)
+  monkeypatch.setattr(sources, "stream_records", no_reads)
   again = joined.build_store(prompts, srcs, store_dir)
   assert again.path == first.path
   monkeypatch.undo()
