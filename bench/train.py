@@ -1,14 +1,20 @@
 """Trainer throughput: sftdiff's train step vs Tunix's PeftTrainer, same run.
 
 For the toyworld base model and a ~25M-parameter Llama (gin/models/llama_25m.gin)
-it trains the same model, batch and sequence length with (a) sftdiff's jit
-train step (`sftdiff.train.steps`, AdamW, masked token-sum loss) and (b)
-Tunix's `PeftTrainer.train` (the same flax Decoder wrapped as an nnx module,
-the same optimizer and loss), alternating chunks of steps so both see the
-same machine load. It prints tokens/s, MFU against the CPU f32 matmul peak
-measured in the same run, and the ratio.
+it trains the same model size, batch and sequence length with
+  (a) sftdiff's jit train step (`sftdiff.train.steps`, AdamW, masked
+      token-sum loss: the step `python -m sftdiff.train` runs);
+  (b) Tunix's `PeftTrainer.train` on Tunix's own Llama 3 (`tunix.models.llama3`)
+      of the same sizes — what a Tunix user runs;
+  (c) Tunix's `PeftTrainer.train` on sftdiff's Decoder wrapped as an nnx module
+      (same model, same parameters: isolates the training loop);
+alternating runs (order swapped each repeat) so all see the same machine
+load. It prints tokens/s, MFU against the CPU f32 matmul peak measured in the
+same run, the ratios, and a matmul floor: the step time if a step took only
+its matmuls, each timed alone at its shape.
 
   python bench/train.py [--models=toyworld,25m] [--steps=12] [--warmup=2]
+  python bench/train.py --profile=25m   # where sftdiff's step spends its time
 
 Tunix is not a project dependency (its pins, e.g. safetensors<0.8, conflict
 with transformers); install it beside the project without its pins:
@@ -66,7 +72,11 @@ def _optimizer():
 
 
 class Clock:
-  """Starts when the first measured batch (after `warmup`) is requested."""
+  """Starts when the first measured batch (after `warmup`) is requested, once
+  every computation dispatched so far has finished: a trainer that dispatches
+  steps asynchronously would otherwise carry its warm-up steps into the
+  measured window (one that syncs every step would not), which undercounted
+  sftdiff by up to warmup/steps in earlier runs of this script."""
 
   def __init__(self, warmup):
     self.warmup, self.start = warmup, None
@@ -74,6 +84,7 @@ class Clock:
   def wrap(self, batches):
     for i, b in enumerate(batches):
       if i == self.warmup:
+        jax.block_until_ready(jax.live_arrays())
         self.start = time.perf_counter()
       yield b
 
@@ -135,6 +146,56 @@ class Tunix:
     assert trainer.train_steps == len(batches), (trainer.train_steps, len(batches))
 
 
+class TunixLlama3(Tunix):
+  """Tunix's PeftTrainer training Tunix's own Llama 3 (`tunix.models.llama3`) of
+  the same sizes: what a Tunix user runs. Same loss, optimizer and batches."""
+  name = "tunix_llama3"
+
+  def __init__(self, cfg, params0, batch_size):
+    from flax import nnx
+    from tunix.models.llama3 import model as llama3
+    from tunix.sft import peft_trainer
+    if cfg.family != "llama" or cfg.rope_scaling or cfg.qk_norm != "none":
+      raise ValueError(f"Tunix's Llama 3 cannot express {cfg.family} with these options")
+    model = llama3.Llama3(llama3.ModelConfig(
+        num_layers=cfg.num_layers, vocab_size=cfg.vocab_size, embed_dim=cfg.hidden_size,
+        hidden_dim=cfg.intermediate_size, num_heads=cfg.num_heads, head_dim=cfg.head_dim,
+        num_kv_heads=cfg.num_kv_heads, rope_theta=int(cfg.rope_theta), norm_eps=cfg.norm_eps,
+        weight_tying=cfg.tie_embeddings), rngs=nnx.Rngs(0))
+
+    def loss_fn(model, input_ids, target_ids, loss_mask, segment_ids, positions):
+      mask_BxLxS = decoder.attention_mask(positions, segment_ids, positions, segment_ids)
+      logits, _ = model(input_ids, positions, None, mask_BxLxS)
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits, target_ids)
+      mask = loss_mask.astype(jnp.float32)
+      return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+    self.model, self.loss_fn, self.make = model, loss_fn, peft_trainer
+
+
+def matmul_floor_s(cfg, batch_size, seq_len, repeats=3):
+  """Seconds per train step spent in the model's matmuls alone, each timed in
+  isolation at its own shape (forward, and the two backward products per
+  weight matmul / four per attention matmul). No implementation that runs
+  these matmuls through XLA's CPU kernels can take less time per step."""
+  m, h, d = batch_size * seq_len, cfg.hidden_size, cfg.head_dim
+  nq, nk, f, v = cfg.num_heads * d, cfg.num_kv_heads * d, cfg.intermediate_size, cfg.vocab_size
+  g, bk = cfg.num_heads // cfg.num_kv_heads, batch_size * cfg.num_kv_heads
+  weight = [(m, h, nq), (m, h, nk), (m, h, nk), (m, nq, h), (m, h, f), (m, h, f), (m, f, h)]
+  # Per (batch x kv head): [G*L, D] @ [D, S] scores and [G*L, S] @ [S, D] values.
+  attention = [(bk, g * seq_len, d, seq_len), (bk, g * seq_len, seq_len, d)]
+  total = 0.0
+  shapes = [(1, *s, cfg.num_layers) for s in weight] + \
+           [(*s, cfg.num_layers) for s in attention] + [(1, m, h, v, 1)]
+  for batch, a, k, n, count in shapes:
+    # Forward x@w, backward dx = dy@w.T and dw = x.T@dy: the same FLOPs, three layouts.
+    for lhs, rhs in (((batch, a, k), (batch, k, n)), ((batch, a, n), (batch, n, k)),
+                     ((batch, k, a), (batch, a, n))):
+      x, y = jnp.ones(lhs, jnp.float32), jnp.ones(rhs, jnp.float32)
+      total += metrics.best_matmul_seconds(x, y, repeats) * count
+  return total
+
+
 def nnx_params(model):
   from flax import nnx
   return nnx.state(model, nnx.Param)
@@ -148,10 +209,11 @@ def bench_model(name, warmup, measured, repeats):
                                              seed=0, vocab_size=cfg.vocab_size)
   batches = [next(data.train) for _ in range(warmup + measured)]
   runners = [Ours(cfg, params0, batch_size)]
-  try:
-    runners.append(Tunix(cfg, params0, batch_size))
-  except Exception as e:  # pylint: disable=broad-except
-    print(f"  Tunix PeftTrainer unavailable: {type(e).__name__}: {e}")
+  for peer in (TunixLlama3, Tunix):
+    try:
+      runners.append(peer(cfg, params0, batch_size))
+    except Exception as e:  # pylint: disable=broad-except
+      print(f"  {peer.name} unavailable: {type(e).__name__}: {e}")
   elapsed = {r.name: float("inf") for r in runners}
   for rep in range(repeats):
     # Alternate (and swap the order each repeat) so both see the same load.
@@ -162,7 +224,41 @@ def bench_model(name, warmup, measured, repeats):
       elapsed[r.name] = min(elapsed[r.name], took)
       print(f"  {name} {r.name} repeat {rep}: {took / measured:.3f} s/step", flush=True)
   tokens = measured * batch_size * seq_len
-  return cfg, batch_size, seq_len, {k: tokens / v for k, v in elapsed.items()}
+  tps = {k: tokens / v for k, v in elapsed.items()}
+  tps["matmul_floor"] = batch_size * seq_len / matmul_floor_s(cfg, batch_size, seq_len)
+  return cfg, batch_size, seq_len, tps
+
+
+def profile(name, steps=3):
+  """XLA CPU thunk times of sftdiff's step, summed by kind (jax.profiler trace)."""
+  import collections
+  import glob
+  import gzip
+  import json
+  import re
+  import tempfile
+  make_cfg, batch_size, seq_len = MODELS[name]
+  cfg = make_cfg()
+  data = synthetic_data.synthetic_train_data(seq_len=seq_len, batch_size=batch_size,
+                                             seed=0, vocab_size=cfg.vocab_size)
+  batches = [next(data.train) for _ in range(steps + 2)]
+  ours = Ours(cfg, decoder.init_params(cfg, jax.random.key(0)), batch_size)
+  ours.run(batches[:2], Clock(0))
+  with tempfile.TemporaryDirectory() as trace_dir:
+    jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+    ours.run(batches[2:], Clock(0))
+    jax.profiler.stop_trace()
+    trace = glob.glob(f"{trace_dir}/**/*perfetto_trace.json.gz", recursive=True)[0]
+    events = json.load(gzip.open(trace))
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  by_kind = collections.Counter()
+  for e in events:  # XLA thunks are named like `ynn_fusion.12`, `copy_bitcast_fusion.3`
+    if e.get("ph") == "X" and re.fullmatch(r"[a-z_]+(\.\d+)?", e["name"]):
+      by_kind[e["name"].split(".")[0]] += e.get("dur", 0) / 1e3 / steps
+  total = sum(by_kind.values())
+  print(f"{name}: XLA thunk time per step {total:.0f} ms (profiled, {steps} steps)")
+  for kind, ms in by_kind.most_common(12):
+    print(f"  {ms:8.1f} ms  {ms / total:6.1%}  {kind}")
 
 
 def main():
@@ -171,7 +267,11 @@ def main():
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--steps", type=int, default=12)
   parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--profile", default=None, help="profile sftdiff's step for this model")
   args = parser.parse_args()
+  if args.profile:
+    profile(args.profile)
+    return
   peak_before = metrics.measured_cpu_peak_flops.__wrapped__(2048, 5)
   rows = []
   for name in args.models.split(","):
@@ -180,17 +280,20 @@ def main():
   peak = max(peak_before, metrics.measured_cpu_peak_flops.__wrapped__(2048, 5))
   print(f"CPU f32 matmul peak (2048^3, best of 5, before/after): {peak / 1e9:.1f} GFLOP/s "
         f"({os.cpu_count()} cores, jax {jax.__version__})")
-  print("| model | params | batch x seq | sftdiff tok/s | sftdiff MFU | Tunix tok/s | "
-        "Tunix MFU | sftdiff / Tunix |")
-  print("|---|---|---|---|---|---|---|---|")
+  print("Tokens/s per trainer; MFU against that peak; 'matmuls only' is the rate if a step "
+        "took only the time of its matmuls, each timed alone (an upper bound).")
+  print("| model | params | batch x seq | sftdiff tok/s (MFU) | Tunix, own Llama 3 (MFU) | "
+        "sftdiff / Tunix | Tunix loop, our decoder | sftdiff / that | matmuls only | "
+        "sftdiff / matmuls only |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   for name, cfg, b, l, tps in rows:
     fpt = cfg.flops_per_token(l)
     ours = tps["sftdiff"]
-    theirs = tps.get("tunix", float("nan"))
-    print(f"| {name} | {cfg.num_params() / 1e6:.2f}M | {b} x {l} | {ours:,.0f} | "
-          f"{ours * fpt / peak:.1%} | {theirs:,.0f} | {theirs * fpt / peak:.1%} | "
-          f"{ours / theirs:.2f}x |")
-
+    cell = lambda k: (f"{tps[k]:,.0f} ({tps[k] * fpt / peak:.1%})" if k in tps else "n/a")
+    ratio = lambda k: f"{ours / tps[k]:.2f}x" if k in tps else "n/a"
+    print(f"| {name} | {cfg.num_params() / 1e6:.2f}M | {b} x {l} | {cell('sftdiff')} | "
+          f"{cell('tunix_llama3')} | {ratio('tunix_llama3')} | {cell('tunix')} | "
+          f"{ratio('tunix')} | {cell('matmul_floor')} | {ratio('matmul_floor')} |")
 
 if __name__ == "__main__":
   main()
