@@ -23,7 +23,6 @@ Each section is independent: a failure is printed and the next one runs.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import pathlib
@@ -164,11 +163,10 @@ def bench_sample(args, workdir):
   import torch
   import transformers
   from sftdiff.data.tokenizer import ChatTokenizer
-  from sftdiff.eval.sampler import Sampler, SamplerConfig
-  from sftdiff.eval.types import Request, SamplingParams
   from sftdiff.models.config import to_hf_config
-  from sftdiff.models.hf_io import load_hf_checkpoint
   from sftdiff.testing.tokenizer import write_test_tokenizer
+  sys.path.insert(0, str(REPO / "bench"))
+  from sample import compare_decode  # pylint: disable=import-outside-toplevel
 
   write_test_tokenizer(workdir)
   tok = ChatTokenizer.from_dir(workdir)
@@ -176,57 +174,11 @@ def bench_sample(args, workdir):
   hf = to_hf_config(cfg)
   hf.pop("torch_dtype", None)
   torch.manual_seed(0)
-  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf))
-  model = model.to(torch.bfloat16)
+  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf)).to(torch.bfloat16)
   model.save_pretrained(workdir, safe_serialization=True)
-  model = model.to(_torch_device()).eval()
-  cfg, params = load_hf_checkpoint(workdir, param_dtype="bfloat16")
-  no_stop = dataclasses.replace(tok, stop_ids=())
-  sampler = Sampler(cfg, params, no_stop, sampler_config=SamplerConfig(
-      max_batch_size=args.sample_batch, min_prompt_bucket=args.prompt_len))
-  rng = np.random.default_rng(0)
-  words = ["the", "sea", "year", "answer", "question", "poem", "blue", "March", "tool"]
-  reqs = [Request([{"role": "user", "content": " ".join(rng.choice(words, args.prompt_len))}])
-          for _ in range(args.sample_batch)]
-  prompt_ids = [sampler.encode(r) for r in reqs]
-  prompt_len = max(len(p) for p in prompt_ids)
-  sp = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.0)
-  sampler.generate(reqs, sp)  # compile
-  t0 = time.perf_counter()
-  for _ in range(args.repeats):
-    ours = sampler.generate(reqs, sp)
-  ours_s = (time.perf_counter() - t0) / args.repeats
-
-  ids = torch.full((args.sample_batch, prompt_len), tok.pad_id, dtype=torch.long)
-  mask = torch.zeros_like(ids)
-  for i, p in enumerate(prompt_ids):
-    ids[i, prompt_len - len(p):] = torch.tensor(p)
-    mask[i, prompt_len - len(p):] = 1
-  ids, mask = ids.to(_torch_device()), mask.to(_torch_device())
-  kw = dict(attention_mask=mask, do_sample=False, max_new_tokens=args.new_tokens,
-            min_new_tokens=args.new_tokens, pad_token_id=tok.pad_id)
-  with torch.no_grad():
-    model.generate(ids, **kw)
-    _sync()
-    t0 = time.perf_counter()
-    for _ in range(args.repeats):
-      out = model.generate(ids, **kw)
-    _sync()
-    hf_s = (time.perf_counter() - t0) / args.repeats
-  out = out[:, prompt_len:].cpu().numpy()
-  first_diff = []
-  for i, c in enumerate(ours):
-    a, b = np.asarray(c[0].token_ids), out[i]
-    d = np.nonzero(a != b)[0]
-    first_diff.append(int(d[0]) if len(d) else len(a))
-  toks = args.sample_batch * args.new_tokens
-  return {"params": cfg.num_params(), "vocab": cfg.vocab_size, "batch": args.sample_batch,
-          "prompt_len": prompt_len, "new_tokens": args.new_tokens,
-          "sampler_tok_s": toks / ours_s, "transformers_tok_s": toks / hf_s,
-          "ratio": hf_s / ours_s,
-          "greedy_rows_identical": f"{sum(f == args.new_tokens for f in first_diff)}"
-                                   f"/{args.sample_batch}",
-          "median_first_divergence": float(np.median(first_diff))}
+  del model
+  return compare_decode(workdir, batch=args.sample_batch, prompt_len=args.prompt_len,
+                        new_tokens=args.new_tokens, repeats=args.repeats, dtype="bfloat16")
 
 
 def section(name, results, fn, *a, out=None):

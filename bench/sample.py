@@ -24,7 +24,10 @@ import time
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def bench_sampler(args, workdir):
+def compare_decode(model_dir, *, batch, prompt_len, new_tokens, repeats, dtype="float32"):
+  """Greedy decode of the HF checkpoint + tokenizer in `model_dir` by
+  `Sampler` and by `transformers` `generate` (torch, GPU if there is one), the
+  same prompts, after a warm-up call each; tokens/s, ratio and agreement."""
   import numpy as np
   import torch
   import transformers
@@ -33,6 +36,64 @@ def bench_sampler(args, workdir):
   from sftdiff.eval.sampler import Sampler, SamplerConfig
   from sftdiff.eval.types import Request, SamplingParams
   from sftdiff.models.hf_io import load_hf_checkpoint
+
+  tok = ChatTokenizer.from_dir(model_dir)
+  cfg, params = load_hf_checkpoint(model_dir, param_dtype=dtype, dtype=dtype)
+  # No stop ids: every row decodes exactly new_tokens (as min_new_tokens in HF).
+  no_stop = dataclasses.replace(tok, stop_ids=())
+  sampler = Sampler(cfg, params, no_stop, sampler_config=SamplerConfig(
+      max_batch_size=batch, min_prompt_bucket=prompt_len))
+  rng = np.random.default_rng(0)
+  words = ["the", "sea", "year", "answer", "question", "poem", "blue", "March", "tool"]
+  texts = [" ".join(rng.choice(words, size=prompt_len)) for _ in range(batch)]
+  reqs = [Request([{"role": "user", "content": t}]) for t in texts]
+  prompt_ids = [sampler.encode(r) for r in reqs]
+  longest = max(len(p) for p in prompt_ids)
+  sp = SamplingParams(max_new_tokens=new_tokens, temperature=0.0)
+
+  sampler.generate(reqs, sp)  # compile
+  t0 = time.perf_counter()
+  for _ in range(repeats):
+    ours = sampler.generate(reqs, sp)
+  ours_s = (time.perf_counter() - t0) / repeats
+  assert all(len(c[0].token_ids) == new_tokens for c in ours)
+
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+  model = transformers.AutoModelForCausalLM.from_pretrained(
+      model_dir, dtype=getattr(torch, dtype)).to(device).eval()
+  ids = torch.full((batch, longest), tok.pad_id, dtype=torch.long)
+  mask = torch.zeros((batch, longest), dtype=torch.long)
+  for i, p in enumerate(prompt_ids):  # left padding, as HF recommends for decoding
+    ids[i, longest - len(p):] = torch.tensor(p)
+    mask[i, longest - len(p):] = 1
+  kw = dict(attention_mask=mask.to(device), do_sample=False, max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens, pad_token_id=tok.pad_id)
+  with torch.no_grad():
+    model.generate(ids.to(device), **kw)  # warm-up
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+      hf = model.generate(ids.to(device), **kw)
+    sync()
+    hf_s = (time.perf_counter() - t0) / repeats
+  hf = hf[:, longest:].cpu().numpy()
+  first_diff = []
+  for i, c in enumerate(ours):
+    differ = np.nonzero(np.asarray(c[0].token_ids) != hf[i])[0]
+    first_diff.append(int(differ[0]) if len(differ) else new_tokens)
+  toks = batch * new_tokens
+  return {"params": cfg.num_params(), "vocab": cfg.vocab_size, "dtype": dtype,
+          "batch": batch, "prompt_len": longest, "new_tokens": new_tokens,
+          "sampler_tok_s": toks / ours_s, "transformers_tok_s": toks / hf_s,
+          "ratio": hf_s / ours_s,
+          "greedy_rows_identical": f"{sum(f == new_tokens for f in first_diff)}/{batch}",
+          "median_first_divergence": float(np.median(first_diff)),
+          "torch_device": device, "torch_threads": torch.get_num_threads()}
+
+
+def bench_sampler(args, workdir):
+  from sftdiff.data.tokenizer import ChatTokenizer
   from sftdiff.testing.models import write_random_hf_checkpoint
   from sftdiff.testing.tokenizer import write_test_tokenizer
 
@@ -42,49 +103,11 @@ def bench_sampler(args, workdir):
                              hidden_size=args.hidden, intermediate_size=4 * args.hidden,
                              num_layers=args.layers, num_heads=args.hidden // 64,
                              num_kv_heads=max(1, args.hidden // 128), head_dim=64)
-  cfg, params = load_hf_checkpoint(workdir, dtype="float32")
-  # No stop ids: every row decodes exactly new_tokens (as min_new_tokens in HF).
-  no_stop = dataclasses.replace(tok, stop_ids=())
-  sampler = Sampler(cfg, params, no_stop, sampler_config=SamplerConfig(
-      max_batch_size=args.batch, min_prompt_bucket=args.prompt_len))
-  rng = np.random.default_rng(0)
-  words = ["the", "sea", "year", "answer", "question", "poem", "blue", "March", "tool"]
-  texts = [" ".join(rng.choice(words, size=args.prompt_len)) for _ in range(args.batch)]
-  reqs = [Request([{"role": "user", "content": t}]) for t in texts]
-  prompt_ids = [sampler.encode(r) for r in reqs]
-  prompt_len = max(len(p) for p in prompt_ids)
-  sp = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.0)
-
-  sampler.generate(reqs, sp)  # compile
-  t0 = time.perf_counter()
-  for _ in range(args.repeats):
-    ours = sampler.generate(reqs, sp)
-  ours_s = (time.perf_counter() - t0) / args.repeats
-  assert all(len(c[0].token_ids) == args.new_tokens for c in ours)
-
-  torch.manual_seed(0)
-  model = transformers.AutoModelForCausalLM.from_pretrained(workdir, dtype=torch.float32).eval()
-  ids = torch.full((args.batch, prompt_len), tok.pad_id, dtype=torch.long)
-  mask = torch.zeros((args.batch, prompt_len), dtype=torch.long)
-  for i, p in enumerate(prompt_ids):  # left padding, as HF recommends for decoding
-    ids[i, prompt_len - len(p):] = torch.tensor(p)
-    mask[i, prompt_len - len(p):] = 1
-  kw = dict(attention_mask=mask, do_sample=False, max_new_tokens=args.new_tokens,
-            min_new_tokens=args.new_tokens, pad_token_id=tok.pad_id)
-  with torch.no_grad():
-    model.generate(ids, **kw)  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(args.repeats):
-      hf = model.generate(ids, **kw)
-    hf_s = (time.perf_counter() - t0) / args.repeats
-  same = sum(list(c[0].token_ids) == hf[i, prompt_len:].tolist() for i, c in enumerate(ours))
-  toks = args.batch * args.new_tokens
-  return {"model": f"{args.family} hidden={args.hidden} layers={args.layers} "
-                   f"params={cfg.num_params() / 1e6:.1f}M vocab={cfg.vocab_size}",
-          "batch": args.batch, "prompt_len": prompt_len, "new_tokens": args.new_tokens,
-          "sampler_tok_s": toks / ours_s, "transformers_tok_s": toks / hf_s,
-          "ratio": hf_s / ours_s, "greedy_rows_identical": f"{same}/{args.batch}",
-          "torch_threads": torch.get_num_threads()}
+  result = compare_decode(workdir, batch=args.batch, prompt_len=args.prompt_len,
+                          new_tokens=args.new_tokens, repeats=args.repeats)
+  result["model"] = (f"{args.family} hidden={args.hidden} layers={args.layers} "
+                     f"params={result['params'] / 1e6:.1f}M vocab={result['vocab']}")
+  return result
 
 
 def bench_judge(args, workdir):

@@ -347,17 +347,16 @@ def _write_joined(spill: _Spill, directory: str, names: list[str],
   fallback_col = names.index(fallback) if fallback is not None else None
   num_kept = 0
   subset_counts: dict[str, int] = {}
-  chunk_ids, chunk_subsets, joined, batches = [], [], [], []
+  joined, batches = [], []
 
   def flush_chunk():
     cols = filters_lib.label_columns(joined, names, stored_filters)
+    ids = [r["prompt_id"] for r in joined]
     batches.append(pa.record_batch(
-        [pa.array(chunk_ids, pa.string()), pa.array(chunk_subsets, pa.string()),
-         pa.array(id_hash(chunk_ids), pa.uint64())]
+        [pa.array(ids, pa.string()), pa.array([r["subset"] for r in joined], pa.string()),
+         pa.array(id_hash(ids), pa.uint64())]
         + [pa.array(cols[n], pa.bool_()) for n in schema.names[3:]],
         schema=schema))
-    chunk_ids.clear()
-    chunk_subsets.clear()
     joined.clear()
 
   def flush_index():
@@ -389,8 +388,6 @@ def _write_joined(spill: _Spill, directory: str, names: list[str],
     writer.write(encoded.encode("utf-8"))
     num_kept += 1
     subset_counts[subset] = subset_counts.get(subset, 0) + 1
-    chunk_ids.append(pid)
-    chunk_subsets.append(subset)
     joined.append({"prompt_id": pid, "prompt": json.loads(messages),
                    "subset": subset,
                    "completions": {s: json.loads(c) for s, c in comps.items()}})

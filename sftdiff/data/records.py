@@ -34,7 +34,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import itertools
 import json
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -235,17 +234,11 @@ def to_prompt_record(row: Mapping[str, Any], where: str
 
 # SQLite page cache of the duplicate-id spill, in KiB.
 SPILL_CACHE_KIB = 8192
-_DEDUPE_BATCH = 128
 
 
 class _SeenIds:
-  """prompt_id -> where it was first seen, spilled to a temporary SQLite file.
-
-  Memory stays bounded (SQLite's page cache) whatever the number of ids.
-  `first_seen(batch)` takes `(prompt_id, row number, where)` in row order and
-  returns, for each, None for a new id or the location of its first
-  occurrence (earlier in the batch or in an earlier batch).
-  """
+  """prompt_id -> where it was first seen, spilled to a temporary SQLite file,
+  so memory stays bounded (SQLite's page cache) whatever the number of ids."""
 
   def __init__(self):
     import sqlite3
@@ -258,24 +251,17 @@ class _SeenIds:
     for pragma in ("journal_mode=OFF", "synchronous=OFF",
                    f"cache_size=-{SPILL_CACHE_KIB}"):
       self._db.execute(f"PRAGMA {pragma}")
-    self._db.execute(
-        "CREATE TABLE seen (prompt_id TEXT PRIMARY KEY, row INTEGER, loc TEXT) "
-        "WITHOUT ROWID")
+    self._db.execute("CREATE TABLE seen (prompt_id TEXT PRIMARY KEY, loc TEXT) "
+                     "WITHOUT ROWID")
+    self._db.execute("BEGIN")  # One open transaction: no commit per id.
 
-  def first_seen(self, batch: list[tuple[str, int, str]]) -> list[str | None]:
-    cur = self._db.execute("BEGIN")
-    cur.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", batch)
-    self._db.execute("COMMIT")
-    if cur.rowcount == len(batch):
-      return [None] * len(batch)
-    # Some ids were there already: an id is new exactly where the stored row
-    # is this row.
-    out = []
-    for pid, row, _ in batch:
-      first_row, loc = self._db.execute(
-          "SELECT row, loc FROM seen WHERE prompt_id = ?", (pid,)).fetchone()
-      out.append(None if first_row == row else loc)
-    return out
+  def first_seen(self, prompt_id: str, where: str) -> str | None:
+    """None for a new id (remembered at `where`), else where it was first seen."""
+    if self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)",
+                        (prompt_id, where)).rowcount:
+      return None
+    return self._db.execute("SELECT loc FROM seen WHERE prompt_id = ?",
+                            (prompt_id,)).fetchone()[0]
 
   def close(self) -> None:
     self._db.close()
@@ -285,67 +271,40 @@ class _SeenIds:
 def validate_rows(rows: Iterable[tuple[str, Any]], *, kind: str, name: str,
                   on_error: str = "fail", report: ReadReport | None = None
                   ) -> Iterator[dict[str, Any]]:
-  """Validates `(where, row)` pairs into canonical records under a policy.
+  """Validates `(where, row)` pairs into records, applying the error policy.
 
   `kind` is `'source'` or `'prompts'`. A row may be an exception instance (a
   reader's parse error), which goes through the same policy. Duplicate
   prompt_ids within one source/prompt set are errors too; the ids seen are
   kept on disk (`_SeenIds`), so memory does not grow with the rows.
-  Rows are validated in batches but every problem is handled (raised or
-  counted) in row order, as if one row at a time.
   """
   check_policy(on_error)
   if kind not in ("source", "prompts"):
     raise ValueError(f"kind must be 'source' or 'prompts', got {kind!r}")
   report = report if report is not None else ReadReport(name)
-  if kind == "source":
-    convert = lambda row, where: to_source_record(row, name, where)
-  else:
-    convert = to_prompt_record
-  seen = None
+  seen = _SeenIds()
   try:
-    batch: list[tuple[str, Any, Any]] = []  # (where, record | error, provenance)
-    num_rows = 0
-    for item in itertools.chain(rows, [None]):
-      if item is not None:
-        where, row = item
-        try:
-          if isinstance(row, DataValidationError):
-            raise row
-          record, provenance = convert(row, where)
-          batch.append((where, record, provenance))
-        except DataValidationError as e:
-          batch.append((where, e, None))
-        if len(batch) < _DEDUPE_BATCH:
-          continue
-      if not batch:
-        break
-      valid = []
-      for where, r, _ in batch:
-        if not isinstance(r, DataValidationError):
-          valid.append((r["prompt_id"], num_rows, where))
-        num_rows += 1
-      seen = seen or _SeenIds()
-      first = iter(seen.first_seen(valid) if valid else [])
-      todo, batch = batch, []
-      for where, record, provenance in todo:
-        try:
-          if isinstance(record, DataValidationError):
-            raise record
-          first_where = next(first)
-          if first_where is not None:
-            raise DataValidationError(
-                where, "duplicate_prompt_id",
-                f"duplicate prompt_id {record['prompt_id']!r} in {name!r} "
-                f"(first seen at {first_where})")
-        except DataValidationError as e:
-          if on_error == "fail":
-            raise
-          report.skip(e)
-          continue
-        report.records += 1
-        report.provenance[provenance] += 1
-        yield record
+    for where, row in rows:
+      try:
+        if isinstance(row, DataValidationError):
+          raise row
+        if kind == "source":
+          record, provenance = to_source_record(row, name, where)
+        else:
+          record, provenance = to_prompt_record(row, where)
+        first = seen.first_seen(record["prompt_id"], where)
+        if first is not None:
+          raise DataValidationError(
+              where, "duplicate_prompt_id",
+              f"duplicate prompt_id {record['prompt_id']!r} in {name!r} "
+              f"(first seen at {first})")
+      except DataValidationError as e:
+        if on_error == "fail":
+          raise
+        report.skip(e)
+        continue
+      report.records += 1
+      report.provenance[provenance] += 1
+      yield record
   finally:
-    if seen is not None:
-      seen.close()
+    seen.close()

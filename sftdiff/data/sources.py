@@ -34,7 +34,7 @@ import glob
 import hashlib
 import json
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from sftdiff.data import records as records_lib
 
@@ -310,8 +310,7 @@ def _unbatched(ds) -> Iterator[dict[str, Any]]:
 class RecordStream:
   """A spec's validated records, one at a time; `report` once exhausted."""
 
-  def __init__(self, records: Iterator[dict[str, Any]],
-               report: Callable[[], records_lib.ReadReport | None]):
+  def __init__(self, records: Iterator[dict[str, Any]], report: records_lib.ReadReport):
     self._records = records
     self._report = report
     self._done = False
@@ -328,11 +327,10 @@ class RecordStream:
 
   @property
   def report(self) -> records_lib.ReadReport:
-    report = self._report() if self._done else None
-    if report is None:
+    if not self._done:
       raise RuntimeError("the read report is complete only once the stream "
                          "is exhausted")
-    return report
+    return self._report
 
 
 def _reraise_reader_error(examples: Iterator[dict[str, Any]],
@@ -364,9 +362,9 @@ def stream_records(spec: SourceSpec, *, on_error: str = "fail",
   task = seqio.get_mixture_or_task(task_name)
   ds = task.get_dataset(sequence_length=None, split=spec.split, shuffle=False)
   if fn is not None:
-    report = fn.last_report  # This dataset's: complete once it is exhausted.
+    # This dataset's report (fn.last_report): complete once it is exhausted.
     examples = _reraise_reader_error(_unbatched(ds), fn)
-    return RecordStream(_own_records(examples, spec, decode), lambda: report)
+    return RecordStream(_own_records(examples, spec, decode), fn.last_report)
   report = records_lib.ReadReport(spec.name)
   # External features may be ragged (TFDS sequences): read unbatched.
   rows = ((f"{task_name}:{spec.split} example {i}", _external_row(ex))
@@ -376,7 +374,7 @@ def stream_records(spec: SourceSpec, *, on_error: str = "fail",
   if not decode:
     out = ({k: (json.dumps(v, ensure_ascii=False) if k in _JSON_FIELDS else v)
             for k, v in r.items()} for r in out)
-  return RecordStream(out, lambda: report)
+  return RecordStream(out, report)
 
 
 def read_records(spec: SourceSpec, *, on_error: str = "fail", decode: bool = True

@@ -190,7 +190,6 @@ def test_missing_fail_lists_first_lacking_ids_in_prompt_order(inputs):
 @pytest.fixture()
 def small_chunks(monkeypatch):
   """Chunk sizes small enough that a few hundred rows cross every boundary."""
-  monkeypatch.setattr(records, "_DEDUPE_BATCH", 7)
   monkeypatch.setattr(sources, "_CHUNK", 16)
   monkeypatch.setattr(joined, "_LABEL_CHUNK", 32)
   monkeypatch.setattr(joined, "_INDEX_ROW_GROUP", 64)
@@ -248,7 +247,6 @@ def test_build_across_chunks_and_row_groups(tmp_path, small_chunks):
 def test_build_is_independent_of_chunk_sizes(tmp_path, monkeypatch):
   _, _, pspec, srcs = _many(tmp_path, 120)
   big = joined.build_store(pspec, srcs, str(tmp_path / "big"), missing="drop_prompt")
-  monkeypatch.setattr(records, "_DEDUPE_BATCH", 5)
   monkeypatch.setattr(sources, "_CHUNK", 8)
   monkeypatch.setattr(joined, "_LABEL_CHUNK", 16)
   monkeypatch.setattr(joined, "_INDEX_ROW_GROUP", 32)
