@@ -3,7 +3,7 @@
 import runpy
 import sys
 
-COMMANDS = ("data", "train", "eval", "study", "toyworld")
+COMMANDS = ("data", "train", "eval", "study", "toyworld", "serve")
 
 
 def main() -> None:
