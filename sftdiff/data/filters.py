@@ -10,10 +10,13 @@ Built-in filters (case-insensitive regexes, searched in the text of all prompt
 turns unless said otherwise):
 
 * `date_mentions` — the prompt mentions a date or the passage of time
-  (`DATE_PATTERNS`): years 1900–2099; month names (May only next to a day
-  number, since "may" is a verb); abbreviated months next to a day number;
-  weekdays; today/tomorrow/yesterday/tonight; "current date|year|month|day|time";
-  "this|next|last year"; dates like 2026-01-02, 1/2/2026, 1.2.2026.
+  (`sftdiff/data/date_patterns.py`): years 1900–2099 unless the context makes
+  them a number ("$2000", "error 2003", "1950 calories"); decades; month names
+  (March/May only next to a day, a year or a preposition, since both are verbs)
+  and abbreviated months with a day ("May 5th", "25 Dec"); weekdays;
+  today/tomorrow/yesterday/tonight; "this|next|last week|month|year|…";
+  "What's the date?"-style questions; "in 3 days", "two weeks ago"; dates
+  like 2026-01-02, 1/2/2026, 1.2.2026. Version 2 (v1 missed the forms above).
 * `roleplay` — the prompt asks the model to play a character or run a scenario
   (`ROLEPLAY_PATTERNS`): "roleplay"/"role-play", "pretend to be|you are|that
   you", "act as", "play the role|part|character of", "imagine you are",
@@ -47,22 +50,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from sftdiff.data.date_patterns import DATE_PATTERNS, mentions_date  # noqa: F401
+
 Record = Mapping[str, Any]
 
-DATE_PATTERNS = (
-    r"\b(?:19|20)\d{2}\b",
-    r"\b(?:january|february|march|april|june|july|august|september|october|"
-    r"november|december)\b",
-    r"\bmay\s+\d{1,2}\b|\b\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?may\b",
-    r"\b(?:jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)\.?\s+\d{1,2}\b",
-    r"\b(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)s?\b",
-    r"\b(?:today|tomorrow|yesterday|tonight)\b",
-    r"\bcurrent\s+(?:date|year|month|day|time)\b",
-    r"\b(?:this|next|last)\s+year\b",
-    r"\b\d{4}-\d{1,2}-\d{1,2}\b",
-    r"\b\d{1,2}/\d{1,2}/\d{2,4}\b",
-    r"\b\d{1,2}\.\d{1,2}\.\d{4}\b",
-)
 ROLEPLAY_PATTERNS = (
     r"\brole[- ]?play(?:ing)?\b",
     r"\bpretend\s+(?:to\s+be|you(?:'re|\s+are)|that\s+you)\b",
@@ -87,7 +78,6 @@ REFUSAL_PATTERNS = (
 )
 REFUSAL_WINDOW = 300
 
-_DATE_RE = re.compile("|".join(DATE_PATTERNS), re.IGNORECASE)
 _ROLEPLAY_RE = re.compile("|".join(ROLEPLAY_PATTERNS), re.IGNORECASE)
 _REFUSAL_RE = re.compile("|".join(REFUSAL_PATTERNS), re.IGNORECASE)
 
@@ -107,10 +97,6 @@ def prompt_text(record: Record) -> str:
 def completion_text(messages: list[Mapping[str, str]]) -> str:
   return _normalise("\n".join(m["content"] for m in messages
                               if m["role"] == "assistant"))
-
-
-def mentions_date(text: str) -> bool:
-  return _DATE_RE.search(_normalise(text)) is not None
 
 
 def asks_roleplay(text: str) -> bool:
@@ -263,8 +249,8 @@ def get(name: str) -> Filter:
   return _REGISTRY[name]
 
 
-_add(Filter("date_mentions", "1", lambda r: mentions_date(prompt_text(r)),
-            "prompt mentions a date or time (filters.DATE_PATTERNS)"))
+_add(Filter("date_mentions", "2", lambda r: mentions_date(prompt_text(r)),
+            "prompt mentions a date or time (date_patterns.DATE_PATTERNS)"))
 _add(Filter("roleplay", "1", lambda r: asks_roleplay(prompt_text(r)),
             "prompt asks for a character or scenario (filters.ROLEPLAY_PATTERNS)"))
 # `refusal` is evaluated per source (columns refusal@<source>) by the store.
