@@ -20,6 +20,9 @@ from sftdiff.eval import run as eval_run
 
 
 def main(argv):
+  if argv[1:2] == ["calibrate"]:  # `python -m sftdiff.eval calibrate`: judge calibration
+    from sftdiff.eval import calibrate
+    return calibrate.main(argv[1:])
   if len(argv) > 1:
     raise gin_utils.GinConfigError(f"unexpected positional arguments: {argv[1:]}")
   gin_utils.parse_from_flags()
