@@ -9,6 +9,7 @@ CORE = [
     "jinja2", "importlib_resources",  # TFDS needs it to prepare datasets
     # xmanager's cloud deps pin protobuf<7; sentencepiece>=0.2.3 needs protobuf 7.
     "sentencepiece<0.2.3",
+    "starlette", "uvicorn",  # sftdiff.serve
 ]
 XM = ["xmanager"]
 TEST = ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", *XM]

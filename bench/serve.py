@@ -6,7 +6,8 @@ calling the sampler in-process (the server's overhead ratio), CPU.
 A random llama of the given size (the project's test tokenizer) is written as
 an HF checkpoint and served by the real binary in a subprocess (PORT=0).
 Each of C clients (asyncio, `openai.AsyncOpenAI`) sends `--requests` greedy
-chat requests in sequence; tokens/s = completion tokens / wall time. The
+chat requests in sequence; tokens/s = completion tokens / wall time, the median of
+`--repeats` timed passes. The
 in-process baseline runs the same requests through `Sampler.generate` in
 batches of C (what perfect batching would give). Both sides are warmed up
 first (one full untimed pass each), so compilation is excluded. Greedy with
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import os
 import pathlib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +42,7 @@ def _load():
   return "load %.2f %.2f %.2f" % os.getloadavg()
 
 
-def in_process(model_dir, prompts, clients, new_tokens):
+def in_process(model_dir, prompts, clients, new_tokens, repeats):
   from sftdiff.eval.sampler import from_checkpoint, SamplerConfig
   from sftdiff.eval.types import Request, SamplingParams
   sampler = from_checkpoint(model_dir, sampler_config=SamplerConfig(max_batch_size=32),
@@ -52,11 +54,13 @@ def in_process(model_dir, prompts, clients, new_tokens):
     batches = [reqs[i:i + c] for i in range(0, len(reqs), c)]
     for b in batches:
       sampler.generate(b, sp)  # warm-up: compile every (batch, prompt) bucket used
-    t0 = time.perf_counter()
-    texts = [comp[0] for b in batches for comp in sampler.generate(b, sp)]
-    wall = time.perf_counter() - t0
-    tokens = sum(len(t.token_ids) for t in texts)
-    out[c] = (tokens / wall, [t.text for t in texts], _load())
+    rates = []
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      texts = [comp[0] for b in batches for comp in sampler.generate(b, sp)]
+      wall = time.perf_counter() - t0
+      rates.append(sum(len(t.token_ids) for t in texts) / wall)
+    out[c] = (statistics.median(rates), [t.text for t in texts], _load())
   return out
 
 
@@ -83,7 +87,7 @@ async def _clients_run(base_url, model, prompts, clients, new_tokens):
   return tokens / wall, texts
 
 
-def served(model_dir, prompts, clients, new_tokens, window_s):
+def served(model_dir, prompts, clients, new_tokens, window_s, repeats):
   import httpx
   proc = subprocess.Popen(
       [sys.executable, "-m", "sftdiff.serve", "--gin_file=runs/serve.gin",
@@ -100,10 +104,12 @@ def served(model_dir, prompts, clients, new_tokens, window_s):
     for c in clients:
       asyncio.run(_clients_run(base, "bench", prompts, c, new_tokens))  # warm-up pass
       before = httpx.get(f"{base}/stats").json()
-      tps, texts = asyncio.run(_clients_run(base, "bench", prompts, c, new_tokens))
+      runs = [asyncio.run(_clients_run(base, "bench", prompts, c, new_tokens))
+              for _ in range(repeats)]
       after = httpx.get(f"{base}/stats").json()
       batches = after["batches"] - before["batches"]
-      out[c] = (tps, texts, _load(), len(prompts) / max(batches, 1))
+      out[c] = (statistics.median(r[0] for r in runs), runs[-1][1], _load(),
+                repeats * len(prompts) / max(batches, 1))
     return out
   finally:
     proc.terminate()
@@ -118,6 +124,7 @@ def main():
   ap.add_argument("--hidden_size", type=int, default=256)
   ap.add_argument("--num_layers", type=int, default=4)
   ap.add_argument("--batch_window_s", type=float, default=0.01)
+  ap.add_argument("--repeats", type=int, default=3, help="timed passes; the median is shown")
   args = ap.parse_args()
   clients = [int(c) for c in args.clients.split(",")]
 
@@ -134,8 +141,8 @@ def main():
     print(f"model: llama hidden={args.hidden_size} layers={args.num_layers} vocab={vocab}; "
           f"{args.requests} greedy requests x {args.new_tokens} max new tokens; "
           f"cpus={os.cpu_count()}", flush=True)
-    server = served(d, prompts, clients, args.new_tokens, args.batch_window_s)
-    local = in_process(d, prompts, clients, args.new_tokens)
+    local = in_process(d, prompts, clients, args.new_tokens, args.repeats)
+    server = served(d, prompts, clients, args.new_tokens, args.batch_window_s, args.repeats)
   print(f"{'clients':>7} {'server tok/s':>12} {'in-process tok/s':>16} {'overhead':>8} "
         f"{'req/batch':>9}  load (server | in-process)")
   for c in clients:

@@ -94,7 +94,6 @@ def _run(tmp_path, base_url):
       cwd=REPO, env=env, capture_output=True, text=True)
 
 
-@pytest.mark.slow
 def test_calibrate_equals_hand_count_and_is_cached(tmp_path):
   with OpenAITestServer(_responder) as server:
     r = _run(tmp_path, server.base_url)
