@@ -39,7 +39,7 @@ class ServeConfig:
   batch_window_s: float = 0.01  # how long a batch waits for more requests
   max_batch_requests: int = 32  # requests per batch (the sampler splits rows further)
   max_queue: int = 256  # waiting requests beyond this get 429
-  default_max_tokens: int = 512  # when a request names none
+  default_max_tokens: int = 512  # when a request names none (capped by the context)
   max_n: int = 16
 
 
@@ -58,12 +58,12 @@ class ChatService:
                            max_batch_requests=config.max_batch_requests,
                            max_queue=config.max_queue)
     self._ids = itertools.count()
-    self.max_context = (sampler.config.max_prompt_len or
-                        sampler.model_config.max_position_embeddings)
+    # Prompt + reply must fit the model's positions (the sampler's encode
+    # checks its own prompt limit, SamplerConfig.max_prompt_len).
+    self.max_context = sampler.model_config.max_position_embeddings
 
   def _job(self, body: Any) -> tuple[ChatJob, Request, int, int]:
     job = parse_chat_request(body, served_models=(self.config.model_name,),
-                             default_max_tokens=self.config.default_max_tokens,
                              max_tokens_limit=self.max_context,
                              max_n=self.config.max_n)
     index = next(self._ids)
@@ -78,6 +78,9 @@ class ChatService:
     except Exception as e:  # pylint: disable=broad-except  # the chat template refused
       raise ApiError(400, f"the chat template cannot render these messages: "
                      f"{type(e).__name__}: {e}", param="messages") from None
+    if job.max_tokens is None:  # as much as fits, up to the server's default
+      job = dataclasses.replace(job, max_tokens=max(
+          1, min(self.config.default_max_tokens, self.max_context - prompt_len)))
     if prompt_len + job.max_tokens > self.max_context:
       raise ApiError(400, f"prompt ({prompt_len} tokens) + max_tokens ({job.max_tokens}) "
                      f"exceeds the model's context of {self.max_context} tokens",

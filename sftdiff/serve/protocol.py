@@ -41,7 +41,7 @@ class ChatJob:
   seed: int | None
   temperature: float
   top_p: float
-  max_tokens: int
+  max_tokens: int | None  # None: not given (the server picks what fits)
   stop: tuple[str, ...]
   stream: bool
   include_usage: bool
@@ -115,8 +115,7 @@ def _stop(raw) -> tuple[str, ...]:
 
 
 def parse_chat_request(body: Any, *, served_models: tuple[str, ...],
-                       default_max_tokens: int, max_tokens_limit: int,
-                       max_n: int) -> ChatJob:
+                       max_tokens_limit: int, max_n: int) -> ChatJob:
   if not isinstance(body, dict):
     raise _bad("the request body must be a JSON object")
   model = body.get("model")
@@ -141,8 +140,7 @@ def parse_chat_request(body: Any, *, served_models: tuple[str, ...],
   # max_completion_tokens is the newer name; either may be sent.
   mt_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None \
       else "max_tokens"
-  max_tokens = _number(body, mt_name, default_max_tokens, 1, max_tokens_limit,
-                       integer=True)
+  max_tokens = _number(body, mt_name, None, 1, max_tokens_limit, integer=True)
   stream = body.get("stream", False)
   if not isinstance(stream, bool):
     raise _bad("'stream' must be a boolean", "stream")

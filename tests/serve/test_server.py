@@ -198,6 +198,19 @@ def test_bad_requests_get_openai_error_bodies(sampler, body, status, param):
     assert httpx.get(f"{srv.base_url}/nope").json()["error"]["message"]
 
 
+def test_default_max_tokens_and_context_limit(sampler):
+  with BackgroundServer(make_app(sampler, ServeConfig(MODEL, default_max_tokens=6))) as srv:
+    client = _client(srv)
+    r = client.chat.completions.create(model=MODEL, messages=_msgs("Hi"), temperature=0)
+    assert r.usage.completion_tokens <= 6
+    [[want]] = sampler.generate([Request(_msgs("Hi"))],
+                                SamplingParams(max_new_tokens=6, temperature=0.0))
+    assert r.choices[0].message.content == want.text
+    with pytest.raises(openai.BadRequestError) as e:  # longer than the 512 positions
+      client.chat.completions.create(model=MODEL, messages=_msgs("sea " * 600))
+    assert e.value.body["code"] == "context_length_exceeded"
+
+
 def test_openai_client_raises_bad_request(sampler):
   with BackgroundServer(make_app(sampler, ServeConfig(MODEL))) as srv:
     with pytest.raises(openai.BadRequestError) as e:
