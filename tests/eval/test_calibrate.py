@@ -132,3 +132,12 @@ def test_unknown_rubric_exits_2(tmp_path):
        f"--gin.CALIBRATION_DIR='{tmp_path}'"],
       cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
   assert r.returncode == 2 and "CALIBRATION_RUBRICS" in r.stderr, r.stderr[-2000:]
+
+
+def test_missing_api_key_exits_2_naming_the_variable(tmp_path):
+  env = {k: v for k, v in os.environ.items() if k != "CALIB_UNSET_KEY"}
+  r = subprocess.run(
+      [sys.executable, "-m", "sftdiff.eval", "calibrate", "--gin.JUDGE_MODEL='m'",
+       "--gin.JUDGE_API_KEY_ENV='CALIB_UNSET_KEY'", f"--gin.CALIBRATION_DIR='{tmp_path}'"],
+      cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+  assert r.returncode == 2 and "CALIB_UNSET_KEY" in r.stderr, r.stderr[-2000:]
