@@ -222,7 +222,7 @@ def evaluate(bench: Benchmark, out_dir: pathlib.Path, *,
       "metrics": bench.metric(rows),
   }
   write_json_atomic(out_dir / METRICS, result)
-  return result
+  return strict_json.sanitize(result)  # what metrics.json holds (NaN -> null)
 
 
 def _judge_stats(autorater: Autorater) -> dict[str, float]:
