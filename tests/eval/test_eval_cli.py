@@ -114,7 +114,7 @@ def test_read_only_checkpoint_is_evaluated_into_output_dir(hf_dir, tmp_path):
       denied = _eval(*flags, env=env, wrap=wrap)
       assert denied.returncode == 2 and "OUTPUT_DIR" in denied.stderr, denied.stderr[-2000:]
       assert str(ckpt) in denied.stderr
-      ok = _eval(*flags, f"--gin.OUTPUT_DIR='{out}'", env=env, wrap=wrap)
+      ok = _eval(*flags, f"--gin.OUTPUT_DIR='{out}'", "--rejudge", env=env, wrap=wrap)
       assert ok.returncode == 0, ok.stderr[-3000:]
       assert server.calls == 2
   finally:
@@ -124,6 +124,7 @@ def test_read_only_checkpoint_is_evaluated_into_output_dir(hf_dir, tmp_path):
   where = out / "checkpoints" / "hf" / "eval" / "date_confusion"
   metrics = strict_json.load(where / "metrics.json")
   assert metrics["num_samples"] == 2 and metrics["target"]["path"] == str(ckpt)
+  assert metrics["rerun"]["rejudge"] is True  # --rejudge reached run_eval
   (row,) = runner.read_jsonl(out / "results.jsonl")
   assert row["eval_dir"] == str(where) and row["fingerprint"] == metrics["fingerprint"]
   assert not (ckpt / "eval").exists()
