@@ -3,7 +3,6 @@ swapped under an evaluated dir are re-sampled into a fresh result, the old one
 kept and labelled, never mixed."""
 
 import logging
-import shutil
 
 import pytest
 
@@ -11,7 +10,7 @@ from sftdiff import strict_json
 from sftdiff.eval import result_binding, run, runner
 from sftdiff.eval.autorater import Autorater
 from sftdiff.eval.sampler import SamplerConfig
-from sftdiff.testing.judge_replies import date_confusion_reply, judged_response
+from sftdiff.testing.judge_replies import date_confusion_reply
 from sftdiff.testing.openai_server import OpenAITestServer
 
 from tests.eval.test_runner import CountingGenerator, _bench
