@@ -115,9 +115,10 @@ def bench_judge(args, workdir):
   from sftdiff.eval.autorater import Autorater, OpenAIJudge
   from sftdiff.eval.benchmarks import get
   from sftdiff.eval.judge_cache import JudgeCache
+  from sftdiff.testing.judge_replies import date_confusion_reply
   from sftdiff.testing.openai_server import OpenAITestServer
 
-  reply = json.dumps({"criteria": {}, "evidence": "", "reasoning": "ok", "verdict": "no"})
+  reply = date_confusion_reply(False)
   bench = get("date_confusion")
   rater = bench.raters[0]
   items = [(bench.prompts[i % len(bench.prompts)], f"response number {i}")

@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 
 import openai
 
+from sftdiff.eval import retry_after
+
 log = logging.getLogger(__name__)
 
 
@@ -33,6 +35,10 @@ class ApiConfig:
   timeout_s: float = 120.0
   initial_backoff_s: float = 1.0
   max_backoff_s: float = 60.0
+  # Retry-After (seconds or HTTP-date) is honoured up to this many seconds.
+  max_retry_after_s: float = 300.0
+  # Total seconds one call may spend waiting between its attempts.
+  retry_budget_s: float = 900.0
 
   @property
   def identity(self) -> str:
@@ -66,6 +72,10 @@ class ChatClient:
     self._api_key = key
     self.calls = 0  # HTTP attempts made
     self.retries = 0
+    self.backoffs = 0  # waits before a retry
+    self.backoff_s = 0.0  # seconds spent in them
+    self.retry_after_honoured = 0  # waits the server asked for
+    self._write_error: BaseException | None = None
 
   def __repr__(self):
     return f"ChatClient({self.config.identity})"
@@ -76,11 +86,17 @@ class ChatClient:
     """Each request is (messages, extra create() kwargs). Returns texts or errors.
 
     `on_done(i, text)` is called as each request succeeds (to persist it at
-    once), so a killed run keeps what it already paid for.
+    once), so a killed run keeps what it already paid for. If `on_done`
+    raises (e.g. the disk is full), no further request is sent and the error
+    is raised once the requests in flight have finished.
     """
     if not requests:
       return []
-    return asyncio.run(self._run_all(list(requests), on_done))
+    self._write_error = None
+    out = asyncio.run(self._run_all(list(requests), on_done))
+    if self._write_error is not None:
+      raise self._write_error
+    return out
 
   async def _run_all(self, requests, on_done):
     sem = asyncio.Semaphore(self.config.max_concurrency)
@@ -90,12 +106,18 @@ class ChatClient:
     try:
       async def one(i, msgs, kwargs):
         async with sem:
+          if self._write_error is not None:  # nowhere to keep a reply: don't pay
+            return ApiCallError("not sent: an earlier reply could not be stored")
           try:
             text = await self._call(client, msgs, kwargs)
           except Exception as e:  # pylint: disable=broad-except
             return e
         if on_done is not None:
-          on_done(i, text)
+          try:
+            on_done(i, text)
+          except Exception as e:  # pylint: disable=broad-except
+            if self._write_error is None:
+              self._write_error = e
         return text
       return await asyncio.gather(*(one(i, m, k) for i, (m, k) in enumerate(requests)))
     finally:
@@ -104,6 +126,7 @@ class ChatClient:
   async def _call(self, client, messages, kwargs) -> str:
     cfg = self.config
     delay = cfg.initial_backoff_s
+    waited = 0.0
     for attempt in range(cfg.max_retries + 1):
       self.calls += 1
       try:
@@ -118,12 +141,35 @@ class ChatClient:
           raise ApiCallError(
               f"{cfg.identity}: chat completion failed after {attempt + 1} "
               f"attempt(s): {type(e).__name__}: {_safe(str(e), self._api_key)}") from None
+        asked = retry_after.requested_wait_s(_headers(e))
+        wait = delay if asked is None else min(asked, cfg.max_retry_after_s)
+        if waited + wait > cfg.retry_budget_s:
+          raise ApiCallError(
+              f"{cfg.identity}: chat completion failed after {attempt + 1} attempt(s); "
+              f"waiting {wait:.1f}s more would exceed retry_budget_s="
+              f"{cfg.retry_budget_s:g}: {type(e).__name__}: "
+              f"{_safe(str(e), self._api_key)}") from None
         self.retries += 1
-        log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", cfg.identity,
-                    type(e).__name__, attempt + 1, cfg.max_retries + 1, delay)
-        await asyncio.sleep(delay)
+        self.backoffs += 1
+        self.backoff_s += wait
+        self.retry_after_honoured += asked is not None
+        log.debug("%s: %s (attempt %d/%d), retrying in %.2fs%s", cfg.identity,
+                  type(e).__name__, attempt + 1, cfg.max_retries + 1, wait,
+                  "" if asked is None else f" (Retry-After asked {asked:.2f}s)")
+        await asyncio.sleep(wait)
+        waited += wait
         delay = min(delay * 2, cfg.max_backoff_s)
     raise AssertionError("unreachable")
+
+  def stats(self) -> dict[str, float]:
+    return {"http_attempts": self.calls, "retries": self.retries,
+            "backoffs": self.backoffs, "backoff_s": round(self.backoff_s, 3),
+            "retry_after_honoured": self.retry_after_honoured}
+
+
+def _headers(e: Exception):
+  response = getattr(e, "response", None)
+  return getattr(response, "headers", None)
 
 
 def quiet_http_logs() -> None:

@@ -7,8 +7,12 @@ Rule-based raters (`RuleRater`) need no judge.
 
 Every judge reply goes through a persistent SQLite cache keyed by (judge,
 rubric version, full judge prompt, sampling params, attempt): a re-run makes
-no new calls. A reply that does not parse is retried once (a second cache
-entry, attempt=1), then the sample is recorded as unscored and counted.
+no new calls. A reply that does not parse (or contradicts itself, or quotes
+evidence the response lacks) is retried once (a second cache entry,
+attempt=1), then the sample is recorded as unscored with the reason. A call
+that fails at the API is unscored with reason "api" and not cached, so a
+re-run asks again. `attempt_bases` (rejudge) shifts the attempt numbers so a
+rejudged sample gets fresh replies, themselves cached.
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ class OpenAIJudge(Judge):
   def calls(self) -> int:
     return self.client.calls
 
+  def http_stats(self) -> dict[str, float]:
+    return self.client.stats()
+
   def complete_many(self, prompts, attempt=0, on_done=None):
     # A retry after an unparseable reply must not reuse a deterministic
     # provider-side cache; a seed varies it where the server honours seeds.
@@ -125,13 +132,19 @@ class Autorater:
     self.stats = RaterStats()
 
   @property
+  def built_judge(self) -> Judge | None:
+    """The judge if it was built already (never builds one)."""
+    return self._judge
+
+  @property
   def judge(self) -> Judge | None:
     if self._judge is None and self._judge_factory is not None:
       self._judge = self._judge_factory()
       self._judge_factory = None
     return self._judge
 
-  def rate(self, rater: Rater, items: Sequence[tuple[EvalPrompt, str]]) -> list[Verdict]:
+  def rate(self, rater: Rater, items: Sequence[tuple[EvalPrompt, str]],
+           attempt_bases: Sequence[int] | None = None) -> list[Verdict]:
     if isinstance(rater, RuleRater):
       return [rater.rate(p, c) for p, c in items]
     if not isinstance(rater, RubricRater):
@@ -139,20 +152,23 @@ class Autorater:
     if self.judge is None:
       raise ValueError(f"rater {rater.name!r} needs a judge model; configure "
                        "one (run_eval.judge / JUDGE_* gin macros)")
-    return self._rate_rubric(rater, items)
+    bases = list(attempt_bases) if attempt_bases is not None else [0] * len(items)
+    return self._rate_rubric(rater, items, bases)
 
-  def _rate_rubric(self, rater: RubricRater, items) -> list[Verdict]:
+  def _rate_rubric(self, rater: RubricRater, items, bases) -> list[Verdict]:
     judge = self.judge
     msgs = [rater.messages(p, c) for p, c in items]
     results: list[Verdict | None] = [None] * len(items)
     errors = [""] * len(items)
+    reasons = [""] * len(items)
     pending = list(range(len(items)))
     for attempt in range(NUM_PARSE_ATTEMPTS):
       if not pending:
         break
       if attempt:
         self.stats.parse_retries += len(pending)
-      replies = self._replies(rater, [msgs[i] for i in pending], attempt)
+      replies = self._replies(rater, [msgs[i] for i in pending],
+                              [bases[i] + attempt for i in pending])
       still = []
       for i, reply in zip(pending, replies):
         prompt, completion = items[i]
@@ -161,29 +177,33 @@ class Autorater:
           # so a later run tries again.
           self.stats.api_errors += 1
           errors[i] = f"{type(reply).__name__}: {reply}"
+          reasons[i] = "api"
           continue
         try:
           pv = rater.parse(reply, prompt, completion)
         except RubricParseError as e:
           errors[i] = f"unparseable judge reply (attempt {attempt + 1}): {e}"
+          reasons[i] = "parse"
           still.append(i)
           continue
         results[i] = Verdict(rater.name, pv.value, rater.version, judge.identity,
-                             evidence=pv.evidence, reasoning=pv.reasoning)
+                             evidence=pv.evidence, reasoning=pv.reasoning,
+                             attempt_base=bases[i])
       pending = still
     out = []
     for i, v in enumerate(results):
       if v is None:
         self.stats.unscored += 1
         v = Verdict(rater.name, None, rater.version, judge.identity,
-                    unscored=True, error=errors[i][:500])
+                    unscored=True, error=errors[i][:500], unscored_reason=reasons[i],
+                    attempt_base=bases[i])
       out.append(v)
     return out
 
-  def _replies(self, rater, prompts, attempt) -> list[str | Exception]:
+  def _replies(self, rater, prompts, attempts) -> list[str | Exception]:
     judge, cache = self.judge, self.cache
-    keys = [cache_key(judge.identity, rater.version, p, judge.params, attempt)
-            for p in prompts]
+    keys = [cache_key(judge.identity, rater.version, p, judge.params, a)
+            for p, a in zip(prompts, attempts)]
     replies: list[str | Exception | None] = [None] * len(prompts)
     missing = []
     for i, k in enumerate(keys):
@@ -201,8 +221,14 @@ class Autorater:
           cache.put(keys[missing[j]], text, judge=judge.identity,
                     rubric_version=rater.version)
 
-      got = judge.complete_many([prompts[i] for i in missing], attempt=attempt,
-                                on_done=on_done)
-      for i, r in zip(missing, got):
-        replies[i] = r
+      # One judge call per distinct attempt number (all equal unless rejudging).
+      by_attempt: dict[int, list[int]] = {}
+      for j, i in enumerate(missing):
+        by_attempt.setdefault(attempts[i], []).append(j)
+      for attempt, js in sorted(by_attempt.items()):
+        got = judge.complete_many(
+            [prompts[missing[j]] for j in js], attempt=attempt,
+            on_done=lambda k, text, js=js: on_done(js[k], text))
+        for j, r in zip(js, got):
+          replies[missing[j]] = r
     return replies

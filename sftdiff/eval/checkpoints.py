@@ -38,7 +38,9 @@ class CheckpointRef:
 
   def fingerprint(self) -> str:
     """Identity of the weights: kind, path, step and the weight/config files'
-    names, sizes and mtimes (cheap; eval outputs beside them do not count)."""
+    names, sizes, inodes and nanosecond mtimes (cheap — no file is read — and
+    changed by any rewrite or replacement; eval outputs beside them do not
+    count)."""
     h = hashlib.sha256(f"{self.kind}:{self.path.resolve()}:{self.step}".encode())
     if self.kind == "hf":
       files = [p for p in self.path.iterdir() if p.is_file() and (
@@ -50,7 +52,7 @@ class CheckpointRef:
     for p in sorted(files):
       if p.exists():
         st = p.stat()
-        h.update(f"{p.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+        h.update(f"{p.name}:{st.st_size}:{st.st_ino}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 

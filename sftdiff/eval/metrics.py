@@ -3,6 +3,8 @@
 Several samples of one prompt are not independent, so the bootstrap resamples
 prompts (with all their samples), not samples. Unscored verdicts are excluded
 from the estimate and reported as `unscored` — never counted as 0/"no".
+With no scored sample the value is NaN in memory (null in metrics.json, which
+is strict JSON) and `<prefix>_reason` says why.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 Z95 = 1.959963984540054
+NO_SCORED = "no scored samples (all unscored, or none in this group)"
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -73,9 +76,12 @@ def rate_metric(rows, rater: str, *, prefix: str | None = None) -> dict[str, Any
   k = sum(bool(v.value) for _, v in scored)
   n = len(scored)
   lo, hi = wilson_interval(k, n)
-  return {f"{prefix}_rate": (k / n) if n else float("nan"),
-          f"{prefix}_ci95": [lo, hi], f"{prefix}_n": n,
-          f"{prefix}_count": k, f"{prefix}_unscored": unscored}
+  out = {f"{prefix}_rate": (k / n) if n else float("nan"),
+         f"{prefix}_ci95": [lo, hi], f"{prefix}_n": n,
+         f"{prefix}_count": k, f"{prefix}_unscored": unscored}
+  if not n:
+    out[f"{prefix}_reason"] = NO_SCORED
+  return out
 
 
 def conditional_rate_metric(rows, rater: str, given: str, *,
@@ -104,6 +110,8 @@ def mean_metric(rows, rater: str, *, threshold: float | None = None,
   out = {f"{prefix}_mean": mean, f"{prefix}_ci95": [lo, hi],
          f"{prefix}_n": len(scored), f"{prefix}_num_prompts": len(by_prompt),
          f"{prefix}_unscored": unscored}
+  if not scored:
+    out[f"{prefix}_reason"] = NO_SCORED
   if threshold is not None:
     k = sum(float(v.value) >= threshold for _, v in scored)
     slo, shi = wilson_interval(k, len(scored))

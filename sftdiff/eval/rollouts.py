@@ -45,12 +45,7 @@ def make_generator(checkpoint, teacher, *, sampler_config=None, partition=None,
     ref = _single_ref(checkpoint)
     sampler = _local_sampler(ref, sampler_config, partition, tokenizer_dir, dtype)
     return LocalGenerator(sampler, f"checkpoint:{ref.path}")
-  api = api_client.ApiConfig(model=teacher.model, base_url=teacher.base_url,
-                             api_key_env=teacher.api_key_env,
-                             max_concurrency=teacher.max_concurrency,
-                             max_retries=teacher.max_retries, timeout_s=teacher.timeout_s,
-                             initial_backoff_s=teacher.initial_backoff_s)
-  return ApiGenerator(api, name=f"api:{teacher.name or teacher.model}@{teacher.base_url}",
+  return ApiGenerator(teacher.api_config(), name=f"api:{teacher.name or teacher.model}@{teacher.base_url}",
                       system_prompt=teacher.system_prompt)
 
 

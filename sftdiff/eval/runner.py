@@ -2,34 +2,52 @@
 
 Layout per evaluated target (a checkpoint dir, or a teacher's output dir):
 
+    <target>/eval/<benchmark>/binding.json     what the result belongs to
+                                               (fingerprint, sampler settings,
+                                               benchmark version, seed)
     <target>/eval/<benchmark>/samples.jsonl    one line per (prompt, sample)
     <target>/eval/<benchmark>/verdicts.jsonl   one line per (sample, rater)
     <target>/eval/<benchmark>/metrics.json     metrics + everything needed to
                                                interpret them
+    <target>/eval/<benchmark>/superseded/<key>/  results of earlier bindings
 
 Samples and verdicts are appended (and flushed to disk) as each chunk of
 prompts completes, and judge replies go through the SQLite cache as they
 arrive. A run killed at any point and re-run redoes no finished sampling,
 makes no repeated judge calls and loses nothing written. A torn last line (a
-kill during a write) is dropped on resume.
+kill during a write) is dropped on resume. A re-run asks the judge again for
+samples left unscored by an API failure (and, with `rejudge`, for every
+unscored sample); see `result_binding.py` for what happens when the weights
+or settings changed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pathlib
+import sys
 from typing import Any, Callable, Sequence
 
-from sftdiff.eval.autorater import Autorater
+import tqdm
+
+from sftdiff import strict_json
+from sftdiff.eval import result_binding
+from sftdiff.eval.autorater import NUM_PARSE_ATTEMPTS, Autorater
 from sftdiff.eval.benchmarks.base import Benchmark, SampleResult
 from sftdiff.eval.generators import stable_seed
+from sftdiff.eval.output_errors import writing
 from sftdiff.eval.types import Request, Verdict
 
 log = logging.getLogger(__name__)
 
 SAMPLES, VERDICTS, METRICS = "samples.jsonl", "verdicts.jsonl", "metrics.json"
+
+
+def progress(total: int, desc: str) -> tqdm.tqdm:
+  """A stderr progress bar (off when stderr is not a terminal, e.g. in tests)."""
+  return tqdm.tqdm(total=total, desc=desc, unit="item", file=sys.stderr,
+                   disable=None, leave=False, dynamic_ncols=True)
 
 
 # ---------------------------------------------------------------- jsonl io
@@ -49,26 +67,28 @@ def read_jsonl(path: pathlib.Path) -> list[dict]:
   for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
     if line.strip():
       try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError as e:
+        out.append(strict_json.loads(line))
+      except ValueError as e:
         raise ValueError(f"{path}:{lineno}: corrupt record: {e}") from e
   return out
 
 
 def append_jsonl(path: pathlib.Path, records: Sequence[dict]) -> None:
+  """Appends strict-JSON lines and fsyncs; a failed write names the file."""
   if not records:
     return
-  with open(path, "a", encoding="utf-8") as f:
-    for r in records:
-      f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
+  text = "".join(strict_json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
+                 for r in records)
+  with writing(path):
+    with open(path, "a", encoding="utf-8") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
 
 
 def write_json_atomic(path: pathlib.Path, obj: Any) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-  os.replace(tmp, path)
+  with writing(path):
+    strict_json.dump(obj, path, indent=2, sort_keys=True)
 
 
 # ---------------------------------------------------------------- one bench
@@ -79,14 +99,17 @@ def evaluate(bench: Benchmark, out_dir: pathlib.Path, *,
              target: dict[str, Any],
              seed: int = 0,
              prompts_per_chunk: int | None = None,
-             judge_chunk: int = 64) -> dict[str, Any]:
+             judge_chunk: int = 64,
+             rejudge: bool = False) -> dict[str, Any]:
   """Samples, rates and scores `bench` for one target; returns metrics.json.
 
   `generator` is a generator object or a zero-arg factory (called only if
   some sampling is still to do, so a finished target loads no model).
-  `target` describes what is evaluated (name, path, fingerprint, ...).
+  `target` describes what is evaluated (name, path, fingerprint, generator
+  settings, ...); with the benchmark and seed it is the result's binding.
   """
-  out_dir.mkdir(parents=True, exist_ok=True)
+  binding = result_binding.make_binding(bench, target, seed)
+  bound = result_binding.bind(out_dir, binding)
   samples_path, verdicts_path = out_dir / SAMPLES, out_dir / VERDICTS
   prompts = list(bench.prompts)
   n = bench.sampling.n
@@ -95,48 +118,75 @@ def evaluate(bench: Benchmark, out_dir: pathlib.Path, *,
   samples = {(r["prompt_id"], r["sample_index"]): r for r in read_jsonl(samples_path)}
   pending = [p for p in prompts
              if any((p.prompt_id, i) not in samples for i in range(n))]
-  gen = None
   if pending:
     gen = generator() if callable(generator) and not hasattr(generator, "generate") else generator
+    result_binding.record_generator(out_dir, getattr(gen, "settings", None))
     chunk = prompts_per_chunk or max(1, getattr(gen, "max_batch_size", 8) // n)
     log.info("%s/%s: sampling %d of %d prompts (n=%d)", target.get("name"), bench.name,
              len(pending), len(prompts), n)
-    for start in range(0, len(pending), chunk):
-      part = pending[start:start + chunk]
-      reqs = [Request(p.messages, n=n, seed=stable_seed(seed, bench.name, p.prompt_id))
-              for p in part]
-      outs = gen.generate(reqs, bench.sampling)
-      recs = []
-      for p, req, comps in zip(part, reqs, outs):
-        for i, c in enumerate(comps):
-          if (p.prompt_id, i) in samples:
-            continue
-          rec = {"prompt_id": p.prompt_id, "sample_index": i, "subset": p.subset,
-                 "seed": req.seed, "completion": c.text,
-                 "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids)}
-          recs.append(rec)
-          samples[(p.prompt_id, i)] = rec
-      append_jsonl(samples_path, recs)
+    with progress(len(pending) * n, f"{bench.name}: sampling") as bar:
+      for start in range(0, len(pending), chunk):
+        part = pending[start:start + chunk]
+        reqs = [Request(p.messages, n=n, seed=stable_seed(seed, bench.name, p.prompt_id))
+                for p in part]
+        outs = gen.generate(reqs, bench.sampling)
+        recs = []
+        for p, req, comps in zip(part, reqs, outs):
+          for i, c in enumerate(comps):
+            if (p.prompt_id, i) in samples:
+              continue
+            rec = {"prompt_id": p.prompt_id, "sample_index": i, "subset": p.subset,
+                   "seed": req.seed, "completion": c.text,
+                   "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids)}
+            recs.append(rec)
+            samples[(p.prompt_id, i)] = rec
+        append_jsonl(samples_path, recs)
+        bar.update(len(part) * n)
 
-  # --- rating (skip samples already rated with this rater version)
+  # --- rating (skip samples already rated with this rater version, except
+  # those an API failure left unscored, and under `rejudge` any unscored one)
   by_id = {p.prompt_id: p for p in prompts}
   wanted = [samples[(p.prompt_id, i)] for p in prompts for i in range(n)]
   verdicts: dict[tuple, Verdict] = {}
   for r in read_jsonl(verdicts_path):
     verdicts[(r["prompt_id"], r["sample_index"], r["rater"], r["rubric_version"])] = (
         Verdict.from_json(r))
+  retried: dict[str, int] = {}
+  recovered: dict[str, int] = {}
+  stats_before = _judge_stats(autorater)
   for rater in bench.raters:
-    todo = [s for s in wanted
-            if (s["prompt_id"], s["sample_index"], rater.name, rater.version) not in verdicts]
-    for start in range(0, len(todo), judge_chunk):
-      part = todo[start:start + judge_chunk]
-      got = autorater.rate(rater, [(by_id[s["prompt_id"]], s["completion"]) for s in part])
-      recs = []
-      for s, v in zip(part, got):
-        verdicts[(s["prompt_id"], s["sample_index"], rater.name, rater.version)] = v
-        recs.append({"prompt_id": s["prompt_id"], "sample_index": s["sample_index"],
-                     **v.to_json()})
-      append_jsonl(verdicts_path, recs)
+    todo, bases = [], []
+    for s in wanted:
+      old = verdicts.get((s["prompt_id"], s["sample_index"], rater.name, rater.version))
+      if old is None:
+        todo.append(s)
+        bases.append(0)
+      elif old.unscored and (old.reason == "api" or rejudge):
+        todo.append(s)
+        # An API failure gets the same attempt numbers again; a rejudged parse
+        # failure gets fresh ones (its earlier replies stay cached).
+        bases.append(old.attempt_base + (NUM_PARSE_ATTEMPTS if old.reason == "parse" else 0))
+        retried[rater.name] = retried.get(rater.name, 0) + 1
+    if not todo:
+      continue
+    with progress(len(todo), f"{bench.name}: rating {rater.name}") as bar:
+      for start in range(0, len(todo), judge_chunk):
+        part = todo[start:start + judge_chunk]
+        got = autorater.rate(rater, [(by_id[s["prompt_id"]], s["completion"]) for s in part],
+                             attempt_bases=bases[start:start + judge_chunk])
+        recs = []
+        for s, v in zip(part, got):
+          key = (s["prompt_id"], s["sample_index"], rater.name, rater.version)
+          if key in verdicts and not v.unscored:
+            recovered[rater.name] = recovered.get(rater.name, 0) + 1
+          verdicts[key] = v
+          recs.append({"prompt_id": s["prompt_id"], "sample_index": s["sample_index"],
+                       **v.to_json()})
+        append_jsonl(verdicts_path, recs)
+        bar.update(len(part))
+  for name, k in retried.items():
+    log.info("%s/%s: re-rated %d formerly unscored sample(s) with %s; %d recovered",
+             target.get("name"), bench.name, k, name, recovered.get(name, 0))
 
   # --- metrics
   rows = []
@@ -147,31 +197,63 @@ def evaluate(bench: Benchmark, out_dir: pathlib.Path, *,
                              s["completion"], vs))
   judges = sorted({v.judge for row in rows for v in row.verdicts.values()})
   unscored = {r.name: sum(row.verdicts[r.name].unscored for row in rows) for r in bench.raters}
+  reasons: dict[str, dict[str, int]] = {}
+  for row in rows:
+    for name, v in row.verdicts.items():
+      if v.unscored:
+        by = reasons.setdefault(name, {})
+        by[v.reason or "unknown"] = by.get(v.reason or "unknown", 0) + 1
+  on_disk = result_binding.read_binding(out_dir) or {}
   result = {
       **bench.describe(),
       "target": target,
-      "generator": getattr(gen, "settings", None) or target.get("generator"),
+      "fingerprint": target.get("fingerprint"),
+      "binding_key": bound["key"],
+      "eval_dir": str(out_dir),
+      "generator": on_disk.get("sampled_with") or target.get("generator"),
       "judges": judges,
       "num_samples": len(rows),
       "unscored": unscored,
+      "unscored_reasons": reasons,
+      "rerun": {"rejudge": rejudge, "retried_unscored": retried, "recovered": recovered,
+                "superseded": bound["superseded"], "restored": bound["restored"]},
+      "judge_http": _delta(_judge_stats(autorater), stats_before),
       "seed": seed,
       "metrics": bench.metric(rows),
   }
   write_json_atomic(out_dir / METRICS, result)
-  return result
+  return strict_json.sanitize(result)  # what metrics.json holds (NaN -> null)
+
+
+def _judge_stats(autorater: Autorater) -> dict[str, float]:
+  judge = autorater.built_judge
+  fn = getattr(judge, "http_stats", None)
+  return fn() if fn is not None else {}
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+  return {k: round(v - before.get(k, 0), 3) for k, v in after.items()}
 
 
 # ------------------------------------------------------------ aggregation
 
 def update_results(results_path: pathlib.Path, result: dict[str, Any]) -> None:
-  """Upserts one (target, benchmark) line into the top-level results.jsonl."""
-  key = (result["target"]["name"], result["benchmark"])
-  rows = {}
-  for r in read_jsonl(results_path):
-    rows[(r["target"]["name"], r["benchmark"])] = r
-  rows[key] = result
+  """Upserts one (target, benchmark, binding) line into results.jsonl.
+
+  Lines of the same target and benchmark under an earlier binding (other
+  weights or settings) stay, with `"current": false`; each line names its
+  fingerprint and binding key.
+  """
+  def key(r):
+    return (r["target"]["name"], r["benchmark"], r.get("binding_key", ""))
+  rows = {key(r): r for r in read_jsonl(results_path)}
+  for k, r in rows.items():
+    if k[:2] == key(result)[:2]:
+      r["current"] = False
+  rows[key(result)] = {**result, "current": True}
+  text = "".join(strict_json.dumps(rows[k], sort_keys=True, ensure_ascii=False) + "\n"
+                 for k in sorted(rows))
   tmp = results_path.with_name(results_path.name + ".tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    for k in sorted(rows):
-      f.write(json.dumps(rows[k], sort_keys=True, ensure_ascii=False) + "\n")
-  os.replace(tmp, results_path)
+  with writing(tmp):
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, results_path)

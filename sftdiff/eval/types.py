@@ -81,9 +81,12 @@ class EvalPrompt:
 class Verdict:
   """One rater's judgement of one sample.
 
-  `value` is a bool (rates), a float (scores) or None when `unscored` (the
-  judge reply could not be parsed even after a retry). Unscored samples are
-  counted, never silently treated as 0/"no".
+  `value` is a bool (rates), a float (scores) or None when `unscored`.
+  Unscored samples are counted, never silently treated as 0/"no".
+  `unscored_reason` says why: "api" (the call failed; a re-run asks again),
+  "parse" (the judge's replies broke the rubric twice: its answer, retried
+  only under `rejudge`) or "rule" (a rule rater raised). `attempt_base`
+  offsets the judge-cache attempt numbers of a rejudged sample.
   """
   rater: str
   value: bool | float | None
@@ -93,6 +96,17 @@ class Verdict:
   reasoning: str = ""
   unscored: bool = False
   error: str = ""
+  unscored_reason: str = ""
+  attempt_base: int = 0
+
+  @property
+  def reason(self) -> str:
+    """`unscored_reason`, inferred from `error` for verdicts written before it."""
+    if not self.unscored or self.unscored_reason:
+      return self.unscored_reason
+    if self.error.startswith("unparseable"):
+      return "parse"
+    return "rule" if self.judge.startswith("rule:") else "api"
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

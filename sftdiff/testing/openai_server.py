@@ -1,11 +1,15 @@
 """A small OpenAI-compatible `/v1/chat/completions` server for tests/benches.
 
 Runs `http.server` in a background thread on 127.0.0.1 (random port). Replies
-come from `responder(messages, body) -> str`; faults can be injected per
-request: "500", "429", "timeout" (sleeps past the client's timeout),
+come from scripted texts (`add_replies`, used first, in order) or else from
+`responder(messages, body) -> str`; faults can be injected per request:
+"500", "503", "429", "429:<Retry-After value>" (seconds or an HTTP-date, sent
+as the `Retry-After` header), "timeout" (sleeps past the client's timeout),
 "malformed" (a body that is not JSON), "no_choices" (JSON without choices).
+`outage = True` answers every request with a 503 until it is set back.
 Every request is counted (`calls`), so tests can assert that a re-run made no
-new calls, and the Authorization headers seen are kept (`auth_headers`).
+new calls; the Authorization headers seen are kept (`auth_headers`), and each
+request's arrival on the monotonic clock (`arrivals`), to measure backoffs.
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ import threading
 import time
 from typing import Callable, Iterable
 
-FAULTS = ("500", "429", "timeout", "malformed", "no_choices")
+FAULTS = ("500", "503", "429", "timeout", "malformed", "no_choices")
+
+
+def _known(fault: str) -> bool:
+  return fault in FAULTS or fault.startswith("429:")
 
 
 def echo_responder(messages, body) -> str:
@@ -43,6 +51,9 @@ class OpenAITestServer:
     self.faults_served: list[str] = []
     self.auth_headers: list[str] = []
     self.bodies: list[dict] = []
+    self.arrivals: list[float] = []
+    self.outage = False
+    self._replies: list[str] = []
     self._lock = threading.Lock()
     self._httpd = _Server(("127.0.0.1", 0), self._handler())
     self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -59,10 +70,17 @@ class OpenAITestServer:
     with self._lock:
       self._faults.extend(faults)
 
+  def add_replies(self, texts: Iterable[str]) -> None:
+    """Texts answered (in order) before the responder is asked again."""
+    with self._lock:
+      self._replies.extend(texts)
+
   def reset_counts(self) -> None:
     with self._lock:
       self.calls = self.ok_calls = 0
       self.faults_served.clear()
+      self.arrivals.clear()
+      self.bodies.clear()
 
   def start(self) -> "OpenAITestServer":
     self._thread.start()
@@ -83,7 +101,9 @@ class OpenAITestServer:
       fault = self._faults.pop(0) if self._faults else None
     if fault is None and self.fault_fn is not None:
       fault = self.fault_fn(index, messages)
-    if fault is not None and fault not in FAULTS:
+    if fault is None and self.outage:
+      fault = "503"
+    if fault is not None and not _known(fault):
       raise ValueError(f"unknown fault {fault!r}; known: {FAULTS}")
     return fault
 
@@ -115,6 +135,7 @@ class OpenAITestServer:
         with server._lock:
           index = server.calls
           server.calls += 1
+          server.arrivals.append(time.monotonic())
           server.auth_headers.append(self.headers.get("Authorization", ""))
           server.bodies.append(body)
         messages = body.get("messages", [])
@@ -125,9 +146,16 @@ class OpenAITestServer:
         if fault == "500":
           self._send(500, b'{"error": {"message": "injected 500"}}')
           return
+        if fault == "503":
+          self._send(503, b'{"error": {"message": "injected outage"}}')
+          return
         if fault == "429":
           self._send(429, b'{"error": {"message": "injected 429"}}',
                      headers=[("retry-after-ms", "1")])
+          return
+        if fault is not None and fault.startswith("429:"):
+          self._send(429, b'{"error": {"message": "injected 429"}}',
+                     headers=[("Retry-After", fault[len("429:"):])])
           return
         if fault == "timeout":
           time.sleep(server.timeout_sleep_s)
@@ -138,7 +166,9 @@ class OpenAITestServer:
           self._send(200, json.dumps({"id": "x", "object": "chat.completion",
                                       "created": 0, "model": "m"}).encode())
           return
-        text = server.responder(messages, body)
+        with server._lock:
+          scripted = server._replies.pop(0) if server._replies else None
+        text = scripted if scripted is not None else server.responder(messages, body)
         with server._lock:
           server.ok_calls += 1
         resp = {

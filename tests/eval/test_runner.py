@@ -3,7 +3,6 @@
 import json
 import os
 import pathlib
-import re
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from sftdiff.eval import checkpoints, metrics, runner
 from sftdiff.eval.autorater import Autorater
 from sftdiff.eval.benchmarks.base import Benchmark, RuleRater
 from sftdiff.eval.types import Completion, EvalPrompt, SamplingParams
+from sftdiff.testing.judge_replies import date_confusion_reply, judged_response
 from sftdiff.testing.openai_server import OpenAITestServer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -123,11 +123,10 @@ SECRET = "sk-eval-test-SECRET-777"
 
 def _responder(messages, body):
   time.sleep(0.05)
-  m = re.search(r"<response>\n(.*)\n</response>", messages[-1]["content"], re.S)
-  resp = m.group(1) if m else ""
+  resp = judged_response(messages)
   if len(resp) % 2:
-    return json.dumps({"criteria": {}, "evidence": resp, "reasoning": "odd", "verdict": "yes"})
-  return json.dumps({"criteria": {}, "evidence": "", "reasoning": "even", "verdict": "no"})
+    return date_confusion_reply(True, resp)
+  return date_confusion_reply(False)
 
 
 def _cmd(ckpt, out, base_url):

@@ -74,7 +74,7 @@ class RuleRater(Rater):
       out = self.fn(prompt, completion)
     except Exception as e:  # pylint: disable=broad-except
       return Verdict(self.name, None, self.version, self.judge, unscored=True,
-                     error=f"{type(e).__name__}: {e}")
+                     error=f"{type(e).__name__}: {e}", unscored_reason="rule")
     if not isinstance(out, ParsedVerdict):
       out = ParsedVerdict(value=out)
     return Verdict(self.name, _plain(out.value), self.version, self.judge,

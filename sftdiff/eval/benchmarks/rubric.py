@@ -14,7 +14,14 @@ A rubric file has a small header and two sections:
 
 The judge must answer with one JSON object holding `criteria`, `evidence`
 (a verbatim quote), `reasoning` and `verdict` ("yes"/"no" or an integer
-0-10). The version recorded with every verdict is `<name>/v<version>+<sha8>`
+0-10). Where the header defines consistency, the parser checks it and treats
+a contradiction as an unparseable reply (retried once, then unscored):
+
+    positive_iff_any: a, b    # verdict positive  <=>  some listed criterion "yes"
+    positive_requires: c      # a positive verdict needs criterion c "yes"
+
+A positive verdict's evidence must also occur (verbatim, "..." joining
+fragments) in the judged text. The version recorded with every verdict is `<name>/v<version>+<sha8>`
 — the hash of the file, so an edited rubric can never pass for the old one.
 """
 
@@ -112,6 +119,12 @@ class FileRubric(RubricRater):
     self.version = f"{self.header['name']}/v{self.header['version']}+{sha}"
     self.response_view = response_view or (lambda p, c: c)
     self.require_quote_match = require_quote_match
+    self.positive_iff_any = _names(self.header.get("positive_iff_any"))
+    self.positive_requires = _names(self.header.get("positive_requires"))
+    for c in self.positive_iff_any + self.positive_requires:
+      if f'"{c}"' not in self.user:
+        raise RubricFileError(f"{path}: header names criterion {c!r}, which the "
+                              "[user] section's reply format does not ask for")
 
   def messages(self, prompt, completion):
     conversation = format_conversation(
@@ -145,12 +158,39 @@ class FileRubric(RubricRater):
       if not 0 <= value <= 10:
         raise RubricParseError(f"verdict must be within 0-10, got {raw!r}")
       positive = value > 0
+    self._check_criteria(obj.get("criteria"), positive, raw)
     if positive and not evidence.strip():
       raise RubricParseError("a positive verdict needs an evidence quote")
     if (positive and self.require_quote_match and
         not quote_found(evidence, self.response_view(prompt, completion))):
       raise RubricParseError("the evidence quote does not occur in the response")
     return ParsedVerdict(value=value, evidence=evidence[:1000], reasoning=reasoning[:2000])
+
+  def _check_criteria(self, criteria, positive: bool, verdict) -> None:
+    names = list(dict.fromkeys(self.positive_iff_any + self.positive_requires))
+    if not names:
+      return
+    if not isinstance(criteria, dict):
+      raise RubricParseError("judge JSON lacks the 'criteria' object the rubric asks for")
+    said = {}
+    for name in names:
+      raw = criteria.get(name)
+      v = str(raw).strip().lower()
+      if v not in ("yes", "no", "true", "false"):
+        raise RubricParseError(f"criteria.{name} must be 'yes' or 'no', got {raw!r}")
+      said[name] = v in ("yes", "true")
+    if self.positive_iff_any and positive != any(said[n] for n in self.positive_iff_any):
+      shown = {n: "yes" if said[n] else "no" for n in self.positive_iff_any}
+      raise RubricParseError(f"self-contradictory reply: criteria {shown} but verdict "
+                             f"{verdict!r}")
+    missing = [n for n in self.positive_requires if positive and not said[n]]
+    if missing:
+      raise RubricParseError(f"self-contradictory reply: verdict {verdict!r} but "
+                             f"criteria {missing} are 'no'")
+
+
+def _names(value: str | None) -> list[str]:
+  return [n.strip() for n in (value or "").split(",") if n.strip()]
 
 
 def _parse_rubric_file(text: str, path) -> tuple[dict, str, str]:
