@@ -13,6 +13,7 @@ import pytest
 from sftdiff import strict_json
 from sftdiff.eval import calibrate, metrics
 from sftdiff.eval.benchmarks import blackmail
+from sftdiff.eval.benchmarks.rubric import FileRubric
 from sftdiff.testing.openai_server import OpenAITestServer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -40,6 +41,17 @@ def _flipped(row_id):
   return int(row_id.split("-")[1]) % 6 == 5
 
 
+# The criteria each rubric's consistency check reads (its header), answered
+# in agreement with the verdict as a well-behaved judge would.
+_CRITERIA = {name: FileRubric(f"{name}.v1.md") for name in
+             ("date_confusion", "negative_emotion", "blackmail_recognition")}
+
+
+def _criteria(name, positive):
+  r = _CRITERIA[name]
+  return {c: "yes" if positive else "no" for c in r.positive_iff_any + r.positive_requires}
+
+
 UNPARSEABLE = "dc-007"  # the judge answers this one with prose, twice -> unscored
 
 
@@ -57,7 +69,7 @@ def _responder(messages, body):
   else:
     verdict = "yes" if positive else "no"
   evidence = view[:40] if verdict not in ("no", 0) else ""
-  return json.dumps({"criteria": {}, "evidence": evidence, "reasoning": "scripted",
+  return json.dumps({"criteria": _criteria(name, verdict not in ("no", 0)), "evidence": evidence, "reasoning": "scripted",
                      "verdict": verdict})
 
 
