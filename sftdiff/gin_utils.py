@@ -13,12 +13,14 @@ of the two this installation has.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.resources
 # gin's package-path file reader calls importlib.util without importing it;
 # a gin file not found on the search path must fail with gin's IOError.
 import importlib.util  # noqa: F401  pylint: disable=unused-import
 import inspect
+import logging
 import os
 import pathlib
 import re
@@ -105,9 +107,10 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
   for path in search_paths(gin_search_paths):
     gin.add_config_file_search_path(path)
   try:
-    gin.parse_config_files_and_bindings(
-        resolve_gin_files(gin_files, gin_search_paths), None,
-        finalize_config=False, skip_unknown=False)
+    with quiet_gin_file_search():
+      gin.parse_config_files_and_bindings(
+          resolve_gin_files(gin_files, gin_search_paths), None,
+          finalize_config=False, skip_unknown=False)
   except Exception as e:  # gin raises many types; all are config errors here
     raise GinConfigError(describe_gin_error(e)) from e
   known = bound_macros() | set(known_macros)
@@ -123,6 +126,22 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
       gin.finalize()
     except Exception as e:  # pylint: disable=broad-except
       raise GinConfigError(describe_gin_error(e)) from e
+
+
+def _not_gin_search(record: logging.LogRecord) -> bool:
+  return record.module != "resource_reader"
+
+
+@contextlib.contextmanager
+def quiet_gin_file_search():
+  """Drops gin's log line per search-path miss of an `include` (an include
+  that is found nowhere still fails, naming the file)."""
+  root = logging.getLogger()
+  root.addFilter(_not_gin_search)
+  try:
+    yield
+  finally:
+    root.removeFilter(_not_gin_search)
 
 
 _BINDING_NAME = re.compile(r"\s*([\w./]+)\s*=")
@@ -149,8 +168,7 @@ def referenced_macros() -> set[str]:
           if ref.config_key[1] == "gin.macro"}
 
 
-def check_binding_names(bindings: Sequence[str], known: Iterable[str],
-                        *, label=lambda name: f"--gin.{name}") -> None:
+def check_binding_names(bindings: Sequence[str], known: Iterable[str]) -> None:
   """Every macro a binding sets must be known or referenced (see `parse`)."""
   known = set(known) | referenced_macros()
   for binding in bindings:
@@ -158,8 +176,8 @@ def check_binding_names(bindings: Sequence[str], known: Iterable[str],
     if name is None or "." in name or "/" in name or name in known:
       continue
     raise GinConfigError(
-        f"{label(name)}: unknown gin macro {name}: no gin file, binding or "
-        f"binary uses it{_closest(name, known)}")
+        f"binding '{binding.strip()}': unknown gin macro {name} (no gin file, "
+        f"binding or binary uses it){_closest(name, known)}")
 
 
 def _closest(name: str, candidates: Iterable[str]) -> str:
