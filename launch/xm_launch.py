@@ -1,16 +1,17 @@
-"""The XManager launcher, kept at its documented path: the code is
-`sftdiff/launch/xm_launch.py` (run it as `python -m sftdiff.launch` from a
-wheel install, where this file does not exist). See docs/launch.md."""
+"""The XManager launcher at its documented checkout path. The code is
+`sftdiff/launch/xm_launch.py`; a wheel install (which has no launch/
+directory) runs it as `python -m sftdiff.launch` or `sftdiff launch`.
+See docs/launch.md."""
 
 import pathlib
 import sys
 
-try:
-  import sftdiff  # noqa: F401  an installed package (wheel or editable)
-except ImportError:  # a bare checkout: use it
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+# Run from a checkout: that checkout's sftdiff, as `python -m` from its root would.
+_ROOT = pathlib.Path(__file__).resolve().parent.parent
+if (_ROOT / "sftdiff" / "__init__.py").is_file():
+  sys.path.insert(0, str(_ROOT))
 
-from sftdiff.launch import xm_launch  # pylint: disable=g-import-not-at-top
+from sftdiff.launch import xm_launch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 if __name__ == "__main__":
   xm_launch.run()

@@ -70,7 +70,8 @@ def check_job(job: Job, *, label: str, required: Sequence[str] = (),
   gin.clear_config()
   try:
     with gin_utils.quiet_gin_file_search():
-      gin_utils.parse(files, bindings, search_paths, finalize=False)
+      gin_utils.parse(files, bindings, search_paths, finalize=False,
+                      known_macros=required)
     missing = sorted(set(declared_required_macros()) |
                      {m for m in required if not _is_bound(m)})
     if missing:

@@ -22,13 +22,6 @@ def load_study(gin_files: Sequence[str], bindings: Sequence[str] = (),
   import_configurables()
   gin_utils.parse(gin_files, bindings, search_paths, finalize=False,
                   known_macros=["STUDY_DIR"])
-  try:
-    gin_utils.require_macros(["STUDY_DIR"])
-  except gin_utils.GinConfigError:
-    raise StudyConfigError(
-        "required gin macro STUDY_DIR is not set: bind it, e.g. "
-        "--study_gin=\"STUDY_DIR='/tmp/study'\" (launcher) or "
-        "--gin.STUDY_DIR=\"'/tmp/study'\" (sftdiff.study)") from None
   study = StudyConfig()
   check_static(study)
   return study

@@ -182,6 +182,11 @@ def _check_arm(d: ArmDef, catalog: Catalog) -> None:
 
 def check_static(study: StudyConfig) -> list[ArmDef]:
   """Checks what needs no catalog (seeds, names, traits); returns the arms."""
+  if not isinstance(study.study_dir, str) or not study.study_dir:
+    raise StudyConfigError(
+        "StudyConfig.study_dir is not set: bind the STUDY_DIR macro, e.g. "
+        "--gin.STUDY_DIR=\"'/tmp/study'\" (sftdiff.study) or "
+        "--study_gin=\"STUDY_DIR='/tmp/study'\" (launcher)")
   if not study.seeds:
     raise StudyConfigError("StudyConfig.seeds is empty")
   if len(set(study.seeds)) != len(study.seeds):
