@@ -83,7 +83,7 @@ def apply_model_overrides(cfg, overrides: Mapping[str, Any] | None):
   overrides = dict(overrides or {})
   unknown = sorted(set(overrides) - set(MODEL_OVERRIDABLE))
   if unknown:
-    raise ValueError(f"train.model_overrides: {unknown} cannot be overridden (the model "
+    raise gin_utils.GinConfigError(f"train.model_overrides: {unknown} cannot be overridden (the model "
                      f"comes from INITIAL_CHECKPOINT); allowed: {MODEL_OVERRIDABLE}")
   return cfg.replace(**overrides) if overrides else cfg
 
@@ -109,14 +109,14 @@ def load_initial_checkpoint(path: str, overrides=None, shardings_fn=None):
 
 def _check_batch_layout(batch_size, microbatches, divisor, process_count):
   if batch_size % microbatches:
-    raise ValueError(f"train.batch_size={batch_size} is not divisible by "
+    raise gin_utils.GinConfigError(f"train.batch_size={batch_size} is not divisible by "
                      f"train.microbatches={microbatches}")
   if (batch_size // microbatches) % divisor:
-    raise ValueError(f"microbatch size {batch_size // microbatches} (train.batch_size / "
+    raise gin_utils.GinConfigError(f"microbatch size {batch_size // microbatches} (train.batch_size / "
                      f"train.microbatches) must be divisible by the {divisor} batch shards "
                      f"of the mesh (data x fsdp)")
   if batch_size % process_count:
-    raise ValueError(f"train.batch_size={batch_size} is not divisible by the "
+    raise gin_utils.GinConfigError(f"train.batch_size={batch_size} is not divisible by the "
                      f"{process_count} processes")
 
 
