@@ -45,6 +45,17 @@ class InputError(ValueError):
   """A path or input the user gave is unusable; the message names it."""
 
 
+def unwrap(e: BaseException) -> BaseException:
+  """The exception gin wrapped in its message-augmenting proxy (raised from a
+  configurable: the proxy drops e.g. OSError's errno), else `e`."""
+  getattr_fn = type(e).__dict__.get("__getattr__")
+  if type(e).__dict__.get("__doc__", "") and "proxy" in (type(e).__doc__ or ""):
+    for cell in getattr(getattr_fn, "__closure__", None) or ():
+      if isinstance(cell.cell_contents, BaseException):
+        return cell.cell_contents
+  return e
+
+
 def is_user_error(e: BaseException) -> bool:
   if isinstance(e, OSError) and e.errno in _PATH_ERRNOS:
     return True
@@ -83,6 +94,6 @@ def guarded(main):
     try:
       return main(argv)
     except Exception as e:  # pylint: disable=broad-except
-      exit_on_user_error(e)
+      exit_on_user_error(unwrap(e))
       raise
   return _main
