@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any, Callable, Mapping
 
+from sftdiff import strict_json
 from sftdiff.study.config import StudyConfig, gin_literal
 from sftdiff.study.expansion import Catalog, StudyConfigError
 
@@ -166,8 +167,6 @@ def _toy_teacher_scores(world, study: StudyConfig):
   from sftdiff import toyworld
   scores = toyworld.teacher_benchmark_scores(world)
   scores = {t: {b: dict(m) for b, m in by_b.items()} for t, by_b in scores.items()}
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(scores, f, indent=1, default=float)
-  os.replace(tmp, path)
+  strict_json.dump(json.loads(json.dumps(scores, default=float)),
+                   path, indent=1)
   return scores

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from sftdiff import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class MetricsWriter:
     values = {k: _scalar(v) for k, v in scalars.items()}
     for name, value in values.items():
       self._tb.add_scalar(name, value, step)
-    self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
+    self._jsonl.write(strict_json.dumps({"step": step, **values}) + "\n")
     self._jsonl.flush()
     if self._wandb is not None:
       self._wandb.log(values, step=step)

@@ -21,6 +21,7 @@ import gin
 import jax
 import numpy as np
 
+from sftdiff import strict_json
 from sftdiff import gin_utils
 from sftdiff.models import config as model_config_lib
 from sftdiff.train import checkpoints
@@ -183,7 +184,7 @@ def train(model_dir: str, *, initial_checkpoint: str = gin.REQUIRED, arm: str = 
                  manifest_dir=model_dir)
   manifest_path = pathlib.Path(model_dir) / "manifest.json"
   if primary and not manifest_path.exists() and getattr(data, "manifest", None) is not None:
-    manifest_path.write_text(json.dumps(data.manifest, indent=2, default=str) + "\n")
+    strict_json.dump(json.loads(json.dumps(data.manifest, default=str)), manifest_path)
 
   if resume_step is None:
     state = fns.init_state(steps.put_on_mesh(host_params, fns.param_shardings))
