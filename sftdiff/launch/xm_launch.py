@@ -221,6 +221,9 @@ def _write(path: str, text: str) -> None:
 
 
 def _check_executor_flags() -> None:
+  if _EXECUTOR.value == "vertex" and not _DRY_RUN.value:
+    from sftdiff.launch import xm_jobs
+    xm_jobs.check_source()
   if _EXECUTOR.value == "gke" and not _IMAGE.value:
     raise plan_lib.LaunchConfigError(
         "--executor=gke needs --image (a container with this repository; "
