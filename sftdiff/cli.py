@@ -40,6 +40,10 @@ USER_ERRORS = frozenset({
 _PATH_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
                           errno.EDQUOT, errno.ENOENT, errno.ENOTDIR, errno.EISDIR})
 
+# Raised by our own code with a message instead of an errno.
+_PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                PermissionError)
+
 
 class InputError(ValueError):
   """A path or input the user gave is unusable; the message names it."""
@@ -56,17 +60,21 @@ def unwrap(e: BaseException) -> BaseException:
   return e
 
 
+def _path_error(e: BaseException) -> bool:
+  return isinstance(e, OSError) and (
+      e.errno in _PATH_ERRNOS or isinstance(e, _PATH_ERRORS))
+
+
 def is_user_error(e: BaseException) -> bool:
-  if isinstance(e, OSError) and e.errno in _PATH_ERRNOS:
+  if _path_error(e):
     return True
   return any(f"{c.__module__}.{c.__qualname__}" in USER_ERRORS
              for c in type(e).__mro__)
 
 
 def describe(e: BaseException) -> str:
-  if isinstance(e, OSError) and e.errno in _PATH_ERRNOS:
-    path = e.filename or "(unnamed file)"
-    return f"cannot use {path}: {e.strerror or e}"
+  if _path_error(e) and e.filename:
+    return f"cannot use {e.filename}: {e.strerror or e}"
   # gin and others append context lines; two lines keep it readable.
   return "\n".join(str(e).strip().splitlines()[:2])
 

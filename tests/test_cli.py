@@ -35,3 +35,9 @@ def test_user_errors_are_known_by_class_and_errno():
       "cannot use /o/f: Read-only file system")
   assert not cli.is_user_error(RuntimeError("a bug"))
   assert not cli.is_user_error(ValueError("a bug"))
+
+
+def test_a_missing_file_raised_with_a_message_is_a_user_error():
+  e = FileNotFoundError("source 'prompts': no jsonl files at '/d/prompts.jsonl'")
+  assert cli.is_user_error(e)
+  assert cli.describe(e) == "source 'prompts': no jsonl files at '/d/prompts.jsonl'"

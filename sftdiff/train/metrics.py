@@ -77,6 +77,12 @@ def peak_flops_per_second() -> tuple[float, str]:
   return float("nan"), f"unknown device kind {kind!r}"
 
 
+def format_values(values: Mapping[str, float]) -> str:
+  """`name=value, ...` with 6 significant digits, so a warm-up learning rate
+  of 6e-08 shows as 6e-08, not 0.0."""
+  return ", ".join(f"{k}={float(v):.6g}" for k, v in values.items())
+
+
 def _scalar(value) -> float:
   return float(np.asarray(value))
 

@@ -233,8 +233,7 @@ def train(model_dir: str, *, initial_checkpoint: str = gin.REQUIRED, arm: str = 
         last = {"step": step, **values}
         if bar is not None:
           bar.set_postfix(loss=f"{values['loss']:.4f}")
-        # 6 significant digits: a warm-up learning rate of 6e-08 stays visible.
-        log.info("step %d: %s", step, ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
+        log.info("step %d: %s", step, metrics_lib.format_values(values))
       elif eval_every and step % eval_every == 0:
         writer.write(step, {"eval_loss": _evaluate(fns, state["params"], data, batch_size)})
       if not is_last and sigterm.any_process():
