@@ -13,5 +13,7 @@ if (_ROOT / "sftdiff" / "__init__.py").is_file():
 
 from sftdiff.launch import xm_launch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+__doc__ = xm_launch.__doc__  # pylint: disable=redefined-builtin  (absl prints it for --help)
+
 if __name__ == "__main__":
   xm_launch.run()
