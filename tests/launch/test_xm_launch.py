@@ -249,6 +249,7 @@ def test_study_gin_file_is_expanded_by_the_study_code(home, tmp_path):
   assert r.returncode == 2 and "unknown arm(s) nope" in r.stderr
 
 
+@pytest.mark.slow
 def test_shipped_study_with_include_dry_runs(home, tmp_path):
   """The documented form: a shipped study whose file `include`s another (here
   on the tiny world, which the launcher builds to expand the study)."""
