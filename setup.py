@@ -18,9 +18,13 @@ setuptools.setup(
     name="sftdiff",
     version="0.1.0",
     description="Post-training diffing: where in an SFT pipeline a trait comes from.",
-    packages=setuptools.find_packages(include=["sftdiff", "sftdiff.*"]),
+    # The repository's gin/ ships as sftdiff/gin/ (one source of truth, no
+    # copy in the tree); sftdiff.gin_utils.GIN_DIR finds either.
+    packages=[*setuptools.find_packages(include=["sftdiff", "sftdiff.*"]), "sftdiff.gin"],
+    package_dir={"sftdiff.gin": "gin"},
     package_data={"sftdiff": ["**/*.json", "**/*.jsonl", "**/*.md", "**/*.txt",
-                              "**/*.jinja", "**/*.yaml"]},
+                              "**/*.jinja", "**/*.yaml"],
+                  "sftdiff.gin": ["**/*.gin", "**/*.md"]},
     python_requires=">=3.11",
     install_requires=CORE,
     extras_require={"test": TEST, "xm": XM},

@@ -96,3 +96,39 @@ def test_relative_gin_file_resolves_despite_same_named_folder_in_cwd(
   monkeypatch.syspath_prepend(str(work))
   gin_utils.parse(["runs/x.gin"], [], [str(search)], finalize=False)
   assert gin_utils.query_macro("X") == 5
+
+
+def test_missing_include_is_named_not_an_importlib_crash(tmp_path):
+  """gin's package-path reader needs importlib.util, which a fresh interpreter
+  may not have imported; the include must fail as a named config error."""
+  (tmp_path / "study.gin").write_text("include 'studies/no_such_base.gin'\n")
+  code = ("import sys\nfrom sftdiff import gin_utils\ntry:\n"
+          f"  gin_utils.parse(['study.gin'], [], [{str(tmp_path)!r}])\n"
+          "except gin_utils.GinConfigError as e:\n  print(e)\n  sys.exit(3)\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        cwd=tmp_path, timeout=60)
+  assert proc.returncode == 3, proc.stderr
+  assert "studies/no_such_base.gin" in proc.stdout
+
+
+def test_shipped_include_resolves_from_any_directory(tmp_path):
+  """`include 'studies/toyworld_base.gin'` is found in the shipped configs."""
+  import sftdiff.study
+  sftdiff.study.import_configurables()
+  gin_utils.parse(["studies/toyworld_quick.gin"], ["STUDY_DIR = '/s'"], finalize=False)
+  assert gin.query_parameter("StudyConfig.world") == "quick"
+  assert gin_utils.query_macro("STUDY_DIR") == "/s"
+
+
+def test_unknown_macro_binding_names_closest(tmp_path):
+  (tmp_path / "run.gin").write_text("LEARNING_RATE = 1e-5\nWARMUP = 0\n")
+  with pytest.raises(gin_utils.GinConfigError,
+                     match=r"LEARNING_RATEE.*closest: LEARNING_RATE"):
+    gin_utils.parse(["run.gin"], ["LEARNING_RATEE = 3e-3"], [str(tmp_path)])
+
+
+def test_macro_known_to_the_binary_or_referenced_is_accepted(tmp_path):
+  (tmp_path / "run.gin").write_text("A = %B\n")
+  gin_utils.parse(["run.gin"], ["B = 1", "C = 2"], [str(tmp_path)], known_macros=["C"],
+                  finalize=False)
+  assert gin_utils.query_macro("B") == 1 and gin_utils.query_macro("C") == 2

@@ -206,18 +206,11 @@ def main(argv) -> None:
     raise gin_utils.GinConfigError(f"unexpected arguments: {argv[2:]}")
   # Registers DataConfig / make_train_data with gin before bindings are parsed.
   from sftdiff.data import train_data  # pylint: disable=unused-import
-  gin_utils.parse_from_flags()
-  from sftdiff.data import arms, filters, joined, records
-  try:
-    {"build": cmd_build, "arms": cmd_arms, "overlaps": cmd_overlaps,
-     "preview": cmd_preview}[command]()
-  except gin_utils.GinConfigError:
-    raise
-  except (arms.ArmError, filters.FilterError, records.DataValidationError,
-          joined.CoverageError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-
+  gin_utils.parse_from_flags(known_macros=("ARM", "ARM_NAME", "ARMS"))
+  # Data and arm errors (ArmError, DataValidationError, CoverageError, a
+  # missing file, ...) exit 2 with their message (sftdiff.cli).
+  {"build": cmd_build, "arms": cmd_arms, "overlaps": cmd_overlaps,
+   "preview": cmd_preview}[command]()
 
 if __name__ == "__main__":
   gin_utils.run(main)

@@ -10,9 +10,7 @@ each job is parsed in a clean gin config, which is cleared again afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import logging
 from typing import Callable, Sequence
 
 from absl import flags
@@ -71,8 +69,9 @@ def check_job(job: Job, *, label: str, required: Sequence[str] = (),
   files = resolve_gin_files(job.gin_files, gin_utils.search_paths(search_paths))
   gin.clear_config()
   try:
-    with _quiet_gin_file_search():
-      gin_utils.parse(files, bindings, search_paths, finalize=False)
+    with gin_utils.quiet_gin_file_search():
+      gin_utils.parse(files, bindings, search_paths, finalize=False,
+                      known_macros=required)
     missing = sorted(set(declared_required_macros()) |
                      {m for m in required if not _is_bound(m)})
     if missing:
@@ -86,18 +85,6 @@ def check_job(job: Job, *, label: str, required: Sequence[str] = (),
     raise GinCheckError(f"{label}: {e}") from None
   finally:
     gin.clear_config()
-
-
-@contextlib.contextmanager
-def _quiet_gin_file_search():
-  # gin logs every search-path miss; the GinCheckError already names the file.
-  logger = logging.getLogger("absl")
-  level = logger.level
-  logger.setLevel(logging.CRITICAL)
-  try:
-    yield
-  finally:
-    logger.setLevel(level)
 
 
 def _is_bound(name: str) -> bool:

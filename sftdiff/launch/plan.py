@@ -23,6 +23,7 @@ import re
 import shlex
 from typing import Iterable, Mapping, Sequence
 
+from sftdiff import strict_json
 from sftdiff import gin_utils
 from sftdiff.launch.resources import Resources
 from sftdiff.study.spec import RunSpec
@@ -325,7 +326,7 @@ def format_commands(plan: LaunchPlan, python: str = "python") -> str:
 
 
 def runs_to_json(runs: Sequence[RunSpec]) -> str:
-  return json.dumps([dataclasses.asdict(r) for r in runs], indent=1)
+  return strict_json.dumps([dataclasses.asdict(r) for r in runs], indent=1)
 
 
 def runs_from_json(text: str, *, source: str) -> list[RunSpec]:

@@ -67,8 +67,20 @@ def make_executor(resources: Resources, options: ExecutorOptions,
                    "(gke writes JobSet manifests instead)")
 
 
+def check_source() -> None:
+  """The Vertex container is built from a checkout; a wheel install has none."""
+  missing = [i for i in SOURCE_ITEMS if not os.path.exists(os.path.join(REPO_ROOT, i))]
+  if missing:
+    from sftdiff.launch.plan import LaunchConfigError
+    raise LaunchConfigError(
+        f"--executor=vertex builds its container from a checkout of this "
+        f"repository; {REPO_ROOT} lacks {', '.join(missing)} (a wheel install?): "
+        "run the launcher from a checkout (python launch/xm_launch.py)")
+
+
 def stage_source(parent: str) -> str:
   """Copies SOURCE_ITEMS of the repository to `<parent>/sftdiff`; returns it."""
+  check_source()
   dest = os.path.join(parent, "sftdiff")
   os.makedirs(dest)
   ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")

@@ -20,7 +20,8 @@ def load_study(gin_files: Sequence[str], bindings: Sequence[str] = (),
   """Parses study gin files (+ `NAME = VALUE` bindings) into a StudyConfig."""
   from sftdiff import gin_utils
   import_configurables()
-  gin_utils.parse(gin_files, bindings, search_paths, finalize=False)
+  gin_utils.parse(gin_files, bindings, search_paths, finalize=False,
+                  known_macros=["STUDY_DIR"])
   study = StudyConfig()
   check_static(study)
   return study

@@ -6,13 +6,12 @@ r"""`python -m sftdiff.study`: run a whole study and write its report.
 Stages: expand the study (bad configs fail here, before anything is built or
 trained) → build/reuse the world and the joined stores → train and evaluate
 every arm × seed (local subprocesses, `StudyConfig.parallelism` at a time; or
-`--launcher=xm` hands the runs to `launch/xm_launch.py`) → write
+`--launcher=xm` hands the runs to `python -m sftdiff.launch`) → write
 `<study_dir>/report/`. Re-running skips every stage whose outputs exist.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,8 +19,10 @@ import sys
 import time
 
 from absl import flags
+import gin
 
 from sftdiff import gin_utils
+from sftdiff import strict_json
 import sftdiff.study
 from sftdiff.study import catalog as catalog_lib
 from sftdiff.study import collect as collect_lib
@@ -34,17 +35,15 @@ from sftdiff.study import verdicts as verdicts_lib
 from sftdiff.study.config import StudyConfig, gin_literal
 
 _LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "xm"],
-                              "local: subprocesses here; xm: launch/xm_launch.py.")
+                              "local: subprocesses here; xm: python -m sftdiff.launch.")
 _XM_FLAGS = flags.DEFINE_multi_string(
-    "xm_flag", [], "Extra flags passed to launch/xm_launch.py (e.g. --xm_flag=--executor=vertex).")
+    "xm_flag", [], "Extra flags passed to the launcher, python -m sftdiff.launch (e.g. --xm_flag=--executor=vertex).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False,
                                  "Only (re)write the report from existing results.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False,
                              "Expand and validate the study, print the runs, stop.")
 _PARALLELISM = flags.DEFINE_integer("parallelism", 0,
                                     "Concurrent local runs (0: StudyConfig.parallelism).")
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _log(msg: str) -> None:
@@ -70,12 +69,12 @@ def _teacher_scores(study: StudyConfig, prepared) -> dict:
 
 
 def _launch_xm(study: StudyConfig, specs) -> int:
-  """Hands the expanded runs to launch/xm_launch.py (one work unit each)."""
+  """Hands the expanded runs to the XManager launcher (one work unit each)."""
   from sftdiff.launch import plan as plan_lib
   path = os.path.join(study.study_dir, "runs.json")
   with open(path, "w") as f:
     f.write(plan_lib.runs_to_json(specs))
-  cmd = [sys.executable, os.path.join(REPO_ROOT, "launch", "xm_launch.py"),
+  cmd = [sys.executable, "-m", "sftdiff.launch",
          f"--runs_json={path}", f"--title={study.name}",
          f"--benchmarks={','.join(study.benchmarks)}",
          *[f"--eval_gin_file={g}" for g in study.eval_gin_files],
@@ -86,6 +85,34 @@ def _launch_xm(study: StudyConfig, specs) -> int:
   return subprocess.call(cmd)
 
 
+def check_runs_gin(study: StudyConfig, specs) -> None:
+  """Parses every run's train and eval gin as the binaries will (unknown
+  override names, bad values, unset required macros fail here, naming the
+  run). Clears gin's config afterwards: the study's own is already read."""
+  from sftdiff.launch import gin_check
+  from sftdiff.launch import plan as plan_lib
+  plan = plan_lib.build_plan(
+      specs, title=study.name, eval_gin_files=study.eval_gin_files,
+      eval_overrides=[(k, gin_literal(v)) for k, v in study.eval_overrides.items()],
+      benchmarks=study.benchmarks)
+  try:
+    gin_check.check_plan(plan, search_paths=flags.FLAGS.gin_search_paths)
+  except plan_lib.LaunchConfigError as e:
+    raise expand_lib.StudyConfigError(
+        f"{e} (from StudyConfig.train_overrides / eval_overrides / "
+        "train_gin_files / eval_gin_files)") from None
+
+
+def _print_plan(study: StudyConfig, defs, specs) -> None:
+  _log(f"study '{study.name}': {len(defs)} arms × seeds = {len(specs)} runs "
+       "(dry run: nothing built, trained or written)")
+  for s in specs:
+    print(f"{s.name:40s} {s.arm}")
+  if any("<|" in s.arm for s in specs):
+    print("(p=<|F|/N>: the fraction of prompts filter F selects, computed when "
+          "the joined store is built)")
+
+
 def main(argv):
   del argv
   # SIGTERM unwinds like Ctrl-C, so the runner stops its training children.
@@ -93,25 +120,39 @@ def main(argv):
   sftdiff.study.import_configurables()  # what the study gin binds
   # Not finalized: building the world later imports more configurables
   # (gin refuses new ones after a finalized parse).
-  gin_utils.parse_from_flags(finalize=False)
+  gin_utils.parse_from_flags(finalize=False, known_macros=["STUDY_DIR"])
   gin_utils.require_macros(["STUDY_DIR"])
   study = StudyConfig()
   started = time.time()
   expand_lib.check_static(study)  # names/seeds/traits: fail before any build
+  operative = gin.config_str()
+
+  # A toyworld study is checked in full before its world is built: names,
+  # then every run's train and eval gin (overrides included).
+  planned = catalog_lib.planned(study)
+  if planned is not None:
+    defs = expand_lib.validate(study, planned)
+    specs = expand_lib.specs_for(study, defs, planned)
+    check_runs_gin(study, specs)
+    if _DRY_RUN.value:
+      _print_plan(study, defs, specs)
+      return 0
   os.makedirs(study.study_dir, exist_ok=True)
-  gin_utils.write_operative_config(study.study_dir, "study_config.gin")
+  with open(os.path.join(study.study_dir, "study_config.gin"), "w") as f:
+    f.write(operative)
 
   prepared = catalog_lib.prepare(study, log=_log)
   defs = expand_lib.validate(study, prepared.catalog)
   specs = expand_lib.specs_for(study, defs, prepared.catalog)
-  with open(os.path.join(study.study_dir, "plan.json"), "w") as f:
-    json.dump([{"run": s.name, "arm": s.arm, "model_dir": s.model_dir,
-                "train_args": s.train_args()} for s in specs], f, indent=1)
+  if planned is None:
+    check_runs_gin(study, specs)
+  strict_json.dump([{"run": s.name, "arm": s.arm, "model_dir": s.model_dir,
+                     "train_args": s.train_args()} for s in specs],
+                   os.path.join(study.study_dir, "plan.json"))
   _log(f"study '{study.name}': {len(defs)} arms × seeds = {len(specs)} runs "
        f"(plan: {os.path.join(study.study_dir, 'plan.json')})")
   if _DRY_RUN.value:
-    for s in specs:
-      print(f"{s.name:40s} {s.arm}")
+    _print_plan(study, defs, specs)
     return 0
   if _LAUNCHER.value == "xm" and not _REPORT_ONLY.value:
     return _launch_xm(study, specs)
@@ -164,11 +205,8 @@ def main(argv):
 
 
 def _entry(argv):
-  try:
-    code = main(argv)
-  except expand_lib.StudyConfigError as e:
-    print(f"error: study configuration: {e}", file=sys.stderr)
-    sys.exit(2)
+  # StudyConfigError and the other input errors exit 2 (sftdiff.cli).
+  code = main(argv)
   if code:
     sys.exit(code)
 

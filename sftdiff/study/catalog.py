@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any, Callable, Mapping
 
+from sftdiff import strict_json
 from sftdiff.study.config import StudyConfig, gin_literal
 from sftdiff.study.expansion import Catalog, StudyConfigError
 
@@ -48,6 +49,51 @@ def _benchmark_names() -> frozenset[str]:
   return frozenset(benchmarks.names())
 
 
+def planned(study: StudyConfig) -> Catalog | None:
+  """The Catalog of a toyworld study from its preset alone: nothing is built,
+  read or trained (for `--dry_run` and for checking every run's gin first).
+  Matched-random fractions |F|/N are unknown until the store is built
+  (`filter_fraction` returns None). None for a real-data study, whose names
+  come from its data (`prepare`)."""
+  if not study.world:
+    return None
+  from sftdiff import toyworld
+  from sftdiff.data import filters as filters_lib
+  from sftdiff.toyworld import world as world_lib
+  import sftdiff.toyworld.benchmarks  # noqa: F401  (registers toy benchmarks)
+  try:
+    params = toyworld.get_preset(study.world)
+  except KeyError as e:
+    raise StudyConfigError(f"StudyConfig.world: {e.args[0]}") from None
+  root = world_lib.world_dir(_world_root(study), study.world)
+  configs = {ps: {"prompt_set": f"jsonl:{os.path.join(root, 'prompts', ps + '.jsonl')}",
+                  "sources": {s.name: f"jsonl:{os.path.join(root, 'sources', s.name + '.jsonl')}"
+                              for s in params.sources if s.prompt_set == ps}}
+             for ps in params.prompt_sets}
+  return Catalog(
+      bases={**{b.name: os.path.join(root, "bases", b.name) for b in params.bases},
+             **study.bases},
+      prompt_sets={ps: _store_bindings(study, fields) for ps, fields in configs.items()},
+      sources={ps: frozenset(f["sources"]) for ps, f in configs.items()},
+      subsets={ps: frozenset(params.prompt_sets[ps]) for ps in configs},
+      filters=frozenset(filters_lib.registered()), benchmarks=_benchmark_names(),
+      filter_fraction=lambda ps, f: None, train_overrides={"DATA_DIR": repr(root)})
+
+
+def _world_root(study: StudyConfig) -> str:
+  return study.world_root or os.path.join(study.study_dir, "world")
+
+
+def _store_dir(study: StudyConfig) -> str:
+  return study.store_dir or os.path.join(study.study_dir, "stores")
+
+
+def _store_bindings(study: StudyConfig, fields: Mapping[str, Any]) -> dict[str, str]:
+  bindings = {f"DataConfig.{k}": gin_literal(v) for k, v in fields.items()}
+  bindings["DataConfig.store_dir"] = repr(_store_dir(study))
+  return bindings
+
+
 def prepare(study: StudyConfig, *, log=print) -> Prepared:
   from sftdiff.data import filters as filters_lib
   from sftdiff.data import train_data
@@ -56,12 +102,12 @@ def prepare(study: StudyConfig, *, log=print) -> Prepared:
   bases = dict(study.bases)
   if study.world:
     from sftdiff import toyworld
-    root = study.world_root or os.path.join(study.study_dir, "world")
+    root = _world_root(study)
     log(f"study: building/reusing toyworld '{study.world}' under {root}")
     world = toyworld.ensure_world(root, study.world, verbose=True)
     bases = {**world.bases, **bases}
     import sftdiff.toyworld.benchmarks  # noqa: F401  (registers toy benchmarks)
-  store_dir = study.store_dir or os.path.join(study.study_dir, "stores")
+  store_dir = _store_dir(study)
   configs = _data_configs(study, world)
   stores, sources, subsets, bindings = {}, {}, {}, {}
   for ps, fields in configs.items():
@@ -75,8 +121,7 @@ def prepare(study: StudyConfig, *, log=print) -> Prepared:
     stores[ps] = store
     sources[ps] = frozenset(store.sources)
     subsets[ps] = frozenset(store.subsets)
-    bindings[ps] = {f"DataConfig.{k}": gin_literal(v) for k, v in fields.items()}
-    bindings[ps]["DataConfig.store_dir"] = repr(store_dir)
+    bindings[ps] = _store_bindings(study, fields)
 
   def fraction(ps: str, f: str) -> float:
     store = stores[ps]
@@ -122,8 +167,6 @@ def _toy_teacher_scores(world, study: StudyConfig):
   from sftdiff import toyworld
   scores = toyworld.teacher_benchmark_scores(world)
   scores = {t: {b: dict(m) for b, m in by_b.items()} for t, by_b in scores.items()}
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(scores, f, indent=1, default=float)
-  os.replace(tmp, path)
+  strict_json.dump(json.loads(json.dumps(scores, default=float)),
+                   path, indent=1)
   return scores

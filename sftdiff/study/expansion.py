@@ -30,7 +30,8 @@ class Catalog:
     subsets: prompt-set name → its subset names (for `subset:<name>` filters).
     filters: registered filter names (besides `subset:<name>`).
     benchmarks: registered benchmark names.
-    filter_fraction: (prompt set, filter) → |F|/N, for the matched-random arm.
+    filter_fraction: (prompt set, filter) → |F|/N, for the matched-random arm
+      (None: not known yet; the arm keeps its `p=<|F|/N>` placeholder).
     train_overrides: bindings every training run gets (e.g. a world's root).
   """
   bases: Mapping[str, str]
@@ -181,6 +182,11 @@ def _check_arm(d: ArmDef, catalog: Catalog) -> None:
 
 def check_static(study: StudyConfig) -> list[ArmDef]:
   """Checks what needs no catalog (seeds, names, traits); returns the arms."""
+  if not isinstance(study.study_dir, str) or not study.study_dir:
+    raise StudyConfigError(
+        "StudyConfig.study_dir is not set: bind the STUDY_DIR macro, e.g. "
+        "--gin.STUDY_DIR=\"'/tmp/study'\" (sftdiff.study) or "
+        "--study_gin=\"STUDY_DIR='/tmp/study'\" (launcher)")
   if not study.seeds:
     raise StudyConfigError("StudyConfig.seeds is empty")
   if len(set(study.seeds)) != len(study.seeds):
@@ -228,7 +234,11 @@ def validate(study: StudyConfig, catalog: Catalog) -> list[ArmDef]:
       f = d.group
       _check_arm(dataclasses.replace(d, arm=d.arm.replace(f"<|{f}|/N>", "0.5")),
                  catalog)
-      p = float(catalog.filter_fraction(d.prompts, f))
+      p = catalog.filter_fraction(d.prompts, f)
+      if p is None:  # a planned catalog: |F|/N is known once the store is built
+        out.append(d)
+        continue
+      p = float(p)
       if not 0.0 < p < 1.0:
         raise StudyConfigError(
             f"study arm {d.name!r}: filter {f!r} selects a fraction {p} of prompt "

@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
+from sftdiff import strict_json
 from sftdiff.study import figures
 from sftdiff.study.verdicts import StudyResults, Verdict, all_verdicts
 
@@ -180,6 +181,5 @@ def write_report(study_dir: str, title: str, res: StudyResults, *,
   with open(page, "w") as f:
     f.write(to_html(blocks, rel, title))
   vpath = os.path.join(out_dir, "verdicts.json")
-  with open(vpath, "w") as f:
-    json.dump([v.to_json() for v in verdicts], f, indent=1)
+  strict_json.dump([v.to_json() for v in verdicts], vpath, indent=1)
   return {"md": md, "html": page, "verdicts": vpath, **figs}

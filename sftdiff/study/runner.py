@@ -23,6 +23,7 @@ from typing import Callable, Mapping, Sequence
 
 import tqdm
 
+from sftdiff import strict_json
 from sftdiff.study import stages
 from sftdiff.study.config import gin_literal
 from sftdiff.study.spec import RunSpec
@@ -157,7 +158,7 @@ class LocalRunner:
     with self._lock:
       os.makedirs(os.path.dirname(self.launch_log), exist_ok=True)
       with open(self.launch_log, "a") as f:
-        f.write(json.dumps({"time": time.time(), "run": spec.name, "stage": stage,
+        f.write(strict_json.dumps({"time": time.time(), "run": spec.name, "stage": stage,
                             "cmd": cmd, "log": log_path}) + "\n")
     with open(log_path, "a") as log:
       log.write(f"$ {' '.join(cmd)}\n")

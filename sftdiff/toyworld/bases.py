@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sftdiff import strict_json
 from sftdiff.models.config import ModelConfig
 from sftdiff.models.decoder import Decoder, init_params
 from sftdiff.models.hf_io import save_hf_checkpoint
@@ -104,6 +105,5 @@ def build_base(base: BaseParams, directory: str, tokenizer_dir: str,
   log = {"base": base.name, "num_params": cfg.num_params(), "steps": base.pretrain_steps,
          "first_loss": losses[0] if losses else None,
          "final_loss": float(np.mean(losses[-10:])) if losses else None}
-  with open(os.path.join(directory, "pretrain_log.json"), "w") as f:
-    json.dump(log, f, indent=2)
+  strict_json.dump(log, os.path.join(directory, "pretrain_log.json"))
   return {**log, "seconds": round(time.time() - start, 2)}

@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 from absl import app, flags
+from sftdiff import strict_json
 
 ARMS = {
     "reference_orig": ("orig", "Source('orig')"),
@@ -99,8 +100,7 @@ def main(argv):
       raise app.UsageError(f"unknown arm {name!r}; arms: {sorted(ARMS)}")
     model_dir = train(world, name, _OUT.value)
     results[name] = evaluate(model_dir)
-    with open(os.path.join(model_dir, "calibration.json"), "w") as f:
-      json.dump(results[name], f, indent=2)
+    strict_json.dump(results[name], os.path.join(model_dir, "calibration.json"))
     m = results[name]
     print(f"{name:18s} date={m['toy_date_confusion']['metrics']['date_confusion_rate']:.2f} "
           f"blackmail={m['toy_blackmail']['metrics']['blackmail_rate']:.2f} "

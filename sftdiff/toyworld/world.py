@@ -29,6 +29,7 @@ import tempfile
 import time
 from typing import Any
 
+from sftdiff import strict_json
 from sftdiff.toyworld import corpus, ground_truth, prompts, teachers
 from sftdiff.toyworld.params import WORLD_CODE_VERSION, WorldParams, get_preset
 
@@ -108,7 +109,7 @@ def _write_jsonl(path: str, records) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w") as f:
     for rec in records:
-      f.write(json.dumps(rec, sort_keys=True) + "\n")
+      f.write(strict_json.dumps(rec, sort_keys=True) + "\n")
 
 
 def _sha256(path: str) -> str:
@@ -202,8 +203,8 @@ def _build(params: WorldParams, preset: str, out: str, *, verbose: bool) -> None
   timings["bases"] = base_logs
 
   with open(os.path.join(out, "ground_truth.json"), "w") as f:
-    json.dump(ground_truth.build(params, preset, fingerprint, counts), f, indent=2,
-              sort_keys=True)
+    f.write(strict_json.dumps(ground_truth.build(params, preset, fingerprint, counts),
+                              indent=2, sort_keys=True))
 
   files = {}
   for dirpath, _, filenames in os.walk(out):
@@ -226,7 +227,7 @@ def _build(params: WorldParams, preset: str, out: str, *, verbose: bool) -> None
   }
   timings["total_s"] = round(time.time() - start, 2)
   with open(os.path.join(out, "build_log.json"), "w") as f:
-    json.dump(timings, f, indent=2)
+    f.write(strict_json.dumps(timings, indent=2))
   with open(os.path.join(out, "world.json"), "w") as f:
-    json.dump(desc, f, indent=2, sort_keys=True)
+    f.write(strict_json.dumps(desc, indent=2, sort_keys=True))
   _log(verbose, f"world built in {timings['total_s']} s")

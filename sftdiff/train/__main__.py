@@ -10,10 +10,13 @@ checkpoint was committed, rerun the same command to resume).
 from __future__ import annotations
 
 import logging
+import os
+import pathlib
 
 from absl import logging as absl_logging
 import gin
 
+from sftdiff import cli
 from sftdiff import gin_utils
 # Imported for their gin configurables, so bindings are checked at parse time.
 from sftdiff.train import optim  # pylint: disable=unused-import
@@ -48,11 +51,50 @@ def check_config() -> str:
   return gin_utils.query_macro("MODEL_DIR")
 
 
+def _bound(selector: str, default=None):
+  """A bound parameter's value, macros followed; `default` if unbound."""
+  try:
+    value = gin.query_parameter(selector)
+    while (isinstance(value, gin.config.ConfigurableReference)
+           and value.config_key[1] == "gin.macro"):
+      value = gin.query_parameter(f"%{value.config_key[0]}")
+  except ValueError:
+    return default
+  return value
+
+
+def check_inputs(model_dir: str) -> None:
+  """Before compute, on this machine: what the run reads exists and parses.
+
+  Not part of `check_config` (which the launcher also runs, on a machine that
+  may not see these paths).
+  """
+  from sftdiff.train import checkpoints
+  from sftdiff.data import tokenizer as tokenizer_lib
+  init = gin_utils.query_macro("INITIAL_CHECKPOINT")
+  resuming = (pathlib.Path(model_dir) / checkpoints.CHECKPOINTS).is_dir()
+  if not resuming and "://" not in init and not os.path.exists(init):
+    raise cli.InputError(
+        f"INITIAL_CHECKPOINT={init!r} does not exist (a Hugging Face directory "
+        "with config.json, or an orbax MODEL_DIR / checkpoints/<step> directory)")
+  if _bound("trainer.train.data_fn") is None:  # the real data pipeline reads ARM
+    from sftdiff.data import arms
+    arm = gin_utils.query_macro("ARM")
+    try:
+      arms.parse_arm(arm)
+    except arms.ArmError as e:
+      raise arms.ArmError(f"gin macro ARM: {e}") from None
+  tok_dir = checkpoints.find_tokenizer_dir(
+      _bound("trainer.train.tokenizer_dir"), init, model_dir)
+  tokenizer_lib.ChatTokenizer.from_dir(str(tok_dir))  # loads it and its template
+
+
 def main(argv):
   if len(argv) > 1:
     raise gin_utils.GinConfigError(f"unexpected positional arguments: {argv[1:]}")
-  gin_utils.parse_from_flags()
+  gin_utils.parse_from_flags(known_macros=(*REQUIRED_MACROS, *MACRO_TYPES))
   model_dir = check_config()
+  check_inputs(model_dir)
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax is chatty at INFO
   logging.getLogger("sftdiff").setLevel(logging.INFO)
   partitioning.initialize_distributed()

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sftdiff import strict_json
 from sftdiff.models import config as model_config_lib
 from sftdiff.models import decoder
 
@@ -130,7 +131,7 @@ class Checkpointer:
 
 def write_model_config(model_dir: str, cfg: model_config_lib.ModelConfig) -> None:
   path = pathlib.Path(model_dir) / MODEL_CONFIG
-  path.write_text(json.dumps(model_config_lib.to_hf_config(cfg), indent=2) + "\n")
+  strict_json.dump(model_config_lib.to_hf_config(cfg), path)
 
 
 def read_model_config(model_dir: str | os.PathLike) -> model_config_lib.ModelConfig:

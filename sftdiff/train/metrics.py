@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from sftdiff import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,12 @@ def peak_flops_per_second() -> tuple[float, str]:
   return float("nan"), f"unknown device kind {kind!r}"
 
 
+def format_values(values: Mapping[str, float]) -> str:
+  """`name=value, ...` with 6 significant digits, so a warm-up learning rate
+  of 6e-08 shows as 6e-08, not 0.0."""
+  return ", ".join(f"{k}={float(v):.6g}" for k, v in values.items())
+
+
 def _scalar(value) -> float:
   return float(np.asarray(value))
 
@@ -111,7 +118,7 @@ class MetricsWriter:
     values = {k: _scalar(v) for k, v in scalars.items()}
     for name, value in values.items():
       self._tb.add_scalar(name, value, step)
-    self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
+    self._jsonl.write(strict_json.dumps({"step": step, **values}) + "\n")
     self._jsonl.flush()
     if self._wandb is not None:
       self._wandb.log(values, step=step)

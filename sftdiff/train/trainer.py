@@ -21,6 +21,7 @@ import gin
 import jax
 import numpy as np
 
+from sftdiff import strict_json
 from sftdiff import gin_utils
 from sftdiff.models import config as model_config_lib
 from sftdiff.train import checkpoints
@@ -83,7 +84,7 @@ def apply_model_overrides(cfg, overrides: Mapping[str, Any] | None):
   overrides = dict(overrides or {})
   unknown = sorted(set(overrides) - set(MODEL_OVERRIDABLE))
   if unknown:
-    raise ValueError(f"train.model_overrides: {unknown} cannot be overridden (the model "
+    raise gin_utils.GinConfigError(f"train.model_overrides: {unknown} cannot be overridden (the model "
                      f"comes from INITIAL_CHECKPOINT); allowed: {MODEL_OVERRIDABLE}")
   return cfg.replace(**overrides) if overrides else cfg
 
@@ -109,14 +110,14 @@ def load_initial_checkpoint(path: str, overrides=None, shardings_fn=None):
 
 def _check_batch_layout(batch_size, microbatches, divisor, process_count):
   if batch_size % microbatches:
-    raise ValueError(f"train.batch_size={batch_size} is not divisible by "
+    raise gin_utils.GinConfigError(f"train.batch_size={batch_size} is not divisible by "
                      f"train.microbatches={microbatches}")
   if (batch_size // microbatches) % divisor:
-    raise ValueError(f"microbatch size {batch_size // microbatches} (train.batch_size / "
+    raise gin_utils.GinConfigError(f"microbatch size {batch_size // microbatches} (train.batch_size / "
                      f"train.microbatches) must be divisible by the {divisor} batch shards "
                      f"of the mesh (data x fsdp)")
   if batch_size % process_count:
-    raise ValueError(f"train.batch_size={batch_size} is not divisible by the "
+    raise gin_utils.GinConfigError(f"train.batch_size={batch_size} is not divisible by the "
                      f"{process_count} processes")
 
 
@@ -183,7 +184,7 @@ def train(model_dir: str, *, initial_checkpoint: str = gin.REQUIRED, arm: str = 
                  manifest_dir=model_dir)
   manifest_path = pathlib.Path(model_dir) / "manifest.json"
   if primary and not manifest_path.exists() and getattr(data, "manifest", None) is not None:
-    manifest_path.write_text(json.dumps(data.manifest, indent=2, default=str) + "\n")
+    strict_json.dump(json.loads(json.dumps(data.manifest, default=str)), manifest_path)
 
   if resume_step is None:
     state = fns.init_state(steps.put_on_mesh(host_params, fns.param_shardings))
@@ -232,7 +233,7 @@ def train(model_dir: str, *, initial_checkpoint: str = gin.REQUIRED, arm: str = 
         last = {"step": step, **values}
         if bar is not None:
           bar.set_postfix(loss=f"{values['loss']:.4f}")
-        log.info("step %d: %s", step, {k: round(v, 5) for k, v in values.items()})
+        log.info("step %d: %s", step, metrics_lib.format_values(values))
       elif eval_every and step % eval_every == 0:
         writer.write(step, {"eval_loss": _evaluate(fns, state["params"], data, batch_size)})
       if not is_last and sigterm.any_process():

@@ -247,3 +247,25 @@ def test_study_gin_file_is_expanded_by_the_study_code(home, tmp_path):
   assert f"--gin.MODEL_DIR=\"'{tmp_path}/out/runs/ref/seed0'\"" in r.stdout
   r = _run([f"--study_gin_file={study}", "--dry_run", "--only_arms=ref,nope"], home)
   assert r.returncode == 2 and "unknown arm(s) nope" in r.stderr
+
+
+@pytest.mark.slow
+def test_shipped_study_with_include_dry_runs(home, tmp_path):
+  """The documented form: a shipped study whose file `include`s another (here
+  on the tiny world, which the launcher builds to expand the study)."""
+  r = _run(["--study_gin_file=studies/toyworld_quick.gin",
+            f"--study_gin=STUDY_DIR='{tmp_path / 'study'}'",
+            "--study_gin=StudyConfig.world='tiny'", "--eval_gin=JUDGE_KIND='none'",
+            "--dry_run"], home)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "gin check: 34 job(s)" in r.stdout  # 17 runs x (train, eval)
+  assert "patch_in_date_mentions-seed0" in r.stdout
+  r = _run(["--study_gin_file=studies/toyworld_quick.gin", "--dry_run"], home)
+  assert r.returncode == 2 and "STUDY_DIR" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_misspelt_override_names_it_before_launch(gin_dir, home, tmp_path):
+  r = _run([*_base_args(gin_dir, tmp_path / "runs"), "--gin.LEARNING_RATEE=1", "--dry_run"],
+           home)
+  assert r.returncode == 2, (r.stdout, r.stderr)
+  assert "LEARNING_RATEE" in r.stderr and "closest: LEARNING_RATE" in r.stderr

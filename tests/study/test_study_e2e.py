@@ -84,6 +84,29 @@ def test_mini_study_end_to_end(tmp_path):
   assert {(v["trait"], v["key"]) for v in verdicts} >= {
       (t, k) for t in traits for k in ("teacher_driven", "prompt_driven")}
 
+  # Every JSON file the study wrote parses strictly (no bare NaN/Infinity).
+  from sftdiff import strict_json
+  # (orbax's own files under checkpoints/<step>/state are not ours; the eval
+  # binary's outputs, results.jsonl and <step>/eval/, are checked by its tests)
+  written = [p for p in study_dir.rglob("*") if p.suffix in (".json", ".jsonl")
+             and not {"state", "eval"} & set(p.relative_to(study_dir).parts)
+             and p.name != "results.jsonl"]
+  assert any(p.name == "verdicts.json" for p in written)
+  for path in written:
+    text = path.read_text()
+    if path.suffix == ".jsonl":
+      for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+          try:
+            strict_json.loads(line)
+          except ValueError as e:
+            raise AssertionError(f"{path}:{n}: {e}") from None
+    else:
+      try:
+        strict_json.loads(text)
+      except ValueError as e:
+        raise AssertionError(f"{path}: {e}") from None
+
   # Finished study: nothing is launched again.
   proc = _run_study(study_dir, world_root)
   assert len(_launches(study_dir)) == len(first)

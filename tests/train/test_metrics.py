@@ -62,3 +62,9 @@ def _read_events(path):
     events.append(event)
     pos += 12 + length + 4
   return events
+
+
+def test_logged_values_keep_small_learning_rates():
+  from sftdiff.train import metrics as metrics_lib
+  line = metrics_lib.format_values({"learning_rate": 6e-08, "loss": 2.3456789, "step_time_s": 0.5})
+  assert line == "learning_rate=6e-08, loss=2.34568, step_time_s=0.5"
