@@ -59,9 +59,15 @@ def estimate_from(metrics: Mapping[str, Any], metric: str, where: str = "") -> E
   if metric not in metrics:
     raise KeyError(f"metric {metric!r} not in {where or 'metrics'}; has "
                    f"{sorted(k for k in metrics if not k.endswith(('_ci95', '_n')))}")
-  value = float(metrics[metric])
-  lo, hi = metrics.get(interval_key(metric), (value, value))
-  return Estimate(value, float(lo), float(hi), int(metrics.get(count_key(metric), 0)))
+  # Strict JSON writes an undefined statistic as null (with a `_reason`).
+  value = _number(metrics[metric])
+  lo, hi = metrics.get(interval_key(metric)) or (value, value)
+  return Estimate(value, _number(lo), _number(hi),
+                  int(metrics.get(count_key(metric)) or 0))
+
+
+def _number(x) -> float:
+  return math.nan if x is None else float(x)
 
 
 def pool_seeds(estimates: Iterable[Estimate]) -> Estimate | None:
