@@ -216,7 +216,7 @@ def main(argv) -> None:
   except (arms.ArmError, filters.FilterError, records.DataValidationError,
           joined.CoverageError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

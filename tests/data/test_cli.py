@@ -79,7 +79,7 @@ def test_preview_shows_the_loss_mask(data_dir):
 def test_errors_exit_cleanly(data_dir):
   bad = _run(data_dir, "arms", "--gin.ARM=\"Drop(base='alt', where='dates')\"",
              ok=False)
-  assert bad.returncode == 1
+  assert bad.returncode == 2
   assert "error: arm 'ARM': arm Drop(base='alt', where='dates'): unknown filter" in bad.stderr
   assert "Traceback" not in bad.stderr
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
