@@ -13,6 +13,8 @@ import pytest
 import seqio
 import tensorflow as tf
 
+from sftdiff.data import example_data
+from sftdiff.data import joined
 from sftdiff.data import records
 from sftdiff.data import sources
 
@@ -201,3 +203,14 @@ def test_external_task_with_bad_bytes_names_the_example():
     sources.read_records(spec)
   recs, report = sources.read_records(spec, on_error="skip")
   assert len(recs) == 2 and report.skipped == {"undecodable_bytes": 1}
+
+
+def test_empty_prompt_set_under_skip_names_it(tmp_path):
+  paths = example_data.write_example_rollouts(str(tmp_path / "data"))
+  open(paths["prompts"], "w").close()
+  prompts = sources.SourceSpec("prompts", "jsonl", paths["prompts"], role="prompts")
+  srcs = [sources.SourceSpec(n, "jsonl", paths[n]) for n in ("alt", "teacher")]
+  with pytest.raises(joined.CoverageError, match=(
+      rf"the joined store would be empty \(prompt set jsonl:{paths['prompts']}: "
+      r"0 prompts read; jsonl:.*prompts.jsonl: skipped 1 \{'empty_file': 1\}\)")):
+    joined.build_store(prompts, srcs, str(tmp_path / "store"), on_error="skip")
