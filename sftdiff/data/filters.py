@@ -33,9 +33,12 @@ turns unless said otherwise):
 
 Custom filters: decorate a function (`@register_filter('name', version='1')`),
 or `register_labels_file(name, path)` (JSONL `{"prompt_id", "label"}` or CSV
-with a `prompt_id,label` header; every store prompt needs a label and every
-label a store prompt, unless the policies say otherwise — counted), or
+with a `prompt_id,label` header, read like sources: BOM, gzip; every store
+prompt needs a label and every label a store prompt, unless the policies say
+otherwise — counted), or
 `register_regex_filter(name, pattern, field='prompt'|'completion:<source>')`.
+From gin, `DataConfig.labels_files` / `regex_filters` take the path (pattern)
+or a dict with these keywords (see `train_data.py`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from sftdiff.data.date_patterns import DATE_PATTERNS, mentions_date  # noqa: F401
+from sftdiff.data import jsonl_files
 
 Record = Mapping[str, Any]
 
@@ -177,19 +181,20 @@ def _read_labels(path: str) -> dict[str, bool]:
       raise FilterError(f"{where}: duplicate prompt_id {pid!r}")
     labels[str(pid)] = bool(value)
 
-  with open(path, encoding="utf-8") as f:
-    if path.endswith(".csv"):
-      for lineno, row in enumerate(csv.DictReader(f), start=2):
-        put(row.get("prompt_id"), row.get("label"), f"{path}:{lineno}")
-    else:
-      for lineno, line in enumerate(f, start=1):
-        if not line.strip():
-          continue
-        try:
-          row = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise FilterError(f"{path}:{lineno}: malformed JSON ({e.msg})") from e
-        put(row.get("prompt_id"), row.get("label"), f"{path}:{lineno}")
+  if path.lower().endswith((".csv", ".csv.gz")):
+    def lines():
+      for _, line in jsonl_files.text_lines(path):
+        if isinstance(line, Exception):
+          raise FilterError(str(line))
+        yield line
+    reader = csv.DictReader(lines())
+    for row in reader:
+      put(row.get("prompt_id"), row.get("label"), f"{path}:{reader.line_num}")
+  else:
+    for where, row in jsonl_files.jsonl_rows(path):
+      if isinstance(row, Exception):
+        raise FilterError(str(row))
+      put(row.get("prompt_id"), row.get("label"), where)
   return labels
 
 
@@ -215,7 +220,9 @@ def register_labels_file(name: str, path: str, *, unlabeled: str = "fail",
       if unlabeled == "fail":
         raise FilterError(f"filter {name!r}: {path} has no label for prompt_id "
                           f"{record['prompt_id']!r} (set unlabeled='false' to "
-                          "count such prompts as False)")
+                          "count such prompts as False; in gin: DataConfig."
+                          f"labels_files = {{{name!r}: {{'path': ..., "
+                          "'unlabeled': 'false'}})")
       return False
     return value
 
@@ -224,7 +231,9 @@ def register_labels_file(name: str, path: str, *, unlabeled: str = "fail",
     if extra and unknown == "fail":
       raise FilterError(f"filter {name!r}: {path} labels {len(extra)} prompt_id(s) "
                         f"not in the prompt set, e.g. {extra[:3]} (set "
-                        "unknown='ignore' to count and ignore them)")
+                        "unknown='ignore' to count and ignore them; in gin: "
+                        f"DataConfig.labels_files = {{{name!r}: {{'path': ..., "
+                        "'unknown': 'ignore'}})")
     return {"unknown_ids": len(extra),
             "unlabeled": len(prompt_ids - set(labels))}
 

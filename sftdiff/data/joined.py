@@ -10,7 +10,8 @@ stored filter, and materialises the result under
                          completions: {source: [messages]}}
   index.parquet         columns for vectorised selection: prompt_id, subset,
                         id_hash (uint64 blake2b of prompt_id), label:<filter>,
-                        refusal@<source> (bool)
+                        refusal@<source> (bool), fallback@<source> (bool:
+                        that source's completion is the fallback's text)
   meta.json             fingerprint inputs, coverage, skip counts, provenance
 
 The fingerprint hashes the inputs (each spec's files' paths, sizes and mtimes,
@@ -22,7 +23,8 @@ reused.
 Coverage policy `missing` for prompts lacking some source's completion:
 `'fail'` (error listing counts per source), `'drop_prompt'` (drop the prompt),
 or `'fallback:<source>'` (use that source's completion) — all counted in
-`meta.json["coverage"]`.
+`meta.json["coverage"]`; the `fallback@<source>` columns say which prompts
+were filled, so a manifest counts them under the source actually trained.
 
 The build streams: each task's records go into an SQLite spill in the build
 directory (one table per input, indexed by prompt_id); coverage is counted in
@@ -48,11 +50,12 @@ from typing import Any, Iterator, Mapping, Sequence
 from absl import logging
 import numpy as np
 
+from sftdiff import strict_json
 from sftdiff.data import filters as filters_lib
 from sftdiff.data import records as records_lib
 from sftdiff.data import sources as sources_lib
 
-STORE_VERSION = "1"
+STORE_VERSION = "2"  # 2: fallback@<source> index columns
 RECORDS_FILE = "records.array_record"
 INDEX_FILE = "index.parquet"
 META_FILE = "meta.json"
@@ -127,8 +130,7 @@ class JoinedStore:
 
   def __init__(self, path: str):
     self.path = path
-    with open(os.path.join(path, META_FILE)) as f:
-      self.meta: dict[str, Any] = json.load(f)
+    self.meta: dict[str, Any] = strict_json.load(os.path.join(path, META_FILE))
     self._reader = None
     self._reader_lock = threading.Lock()
     self._columns: dict[str, np.ndarray] = {}
@@ -324,7 +326,8 @@ def _index_schema(filters: Sequence[str], sources: Sequence[str]):
   return pa.schema([("prompt_id", pa.string()), ("subset", pa.string()),
                     ("id_hash", pa.uint64())]
                    + [(f"label:{f}", pa.bool_()) for f in filters]
-                   + [(f"refusal@{s}", pa.bool_()) for s in sources])
+                   + [(f"refusal@{s}", pa.bool_()) for s in sources]
+                   + [(f"fallback@{s}", pa.bool_()) for s in sources])
 
 
 def _write_joined(spill: _Spill, directory: str, names: list[str],
@@ -348,9 +351,12 @@ def _write_joined(spill: _Spill, directory: str, names: list[str],
   num_kept = 0
   subset_counts: dict[str, int] = {}
   joined, batches = [], []
+  filled_rows: list[set[str]] = []  # per joined record: sources filled by fallback
 
   def flush_chunk():
     cols = filters_lib.label_columns(joined, names, stored_filters)
+    for s in names:
+      cols[f"fallback@{s}"] = np.asarray([s in f for f in filled_rows], bool)
     ids = [r["prompt_id"] for r in joined]
     batches.append(pa.record_batch(
         [pa.array(ids, pa.string()), pa.array([r["subset"] for r in joined], pa.string()),
@@ -358,6 +364,7 @@ def _write_joined(spill: _Spill, directory: str, names: list[str],
         + [pa.array(cols[n], pa.bool_()) for n in schema.names[3:]],
         schema=schema))
     joined.clear()
+    filled_rows.clear()
 
   def flush_index():
     if batches:
@@ -366,19 +373,21 @@ def _write_joined(spill: _Spill, directory: str, names: list[str],
       batches.clear()
 
   for pid, messages, subset, *found in spill.joined():
-    comps = {}
+    comps, filled = {}, set()
     for i, s in enumerate(names):
       c = found[i]
       if c is None and fallback_col is not None:
         c = found[fallback_col]
         if c is not None:
-          coverage["fallback_filled"][s] += 1
+          filled.add(s)
       if c is None:
         break
       comps[s] = c
     if len(comps) < len(names):
       coverage["dropped_prompts"] += 1
       continue
+    for s in filled:
+      coverage["fallback_filled"][s] += 1
     # Same bytes as json.dumps(record), without re-encoding the messages.
     encoded = "".join([
         '{"prompt_id": ', json.dumps(pid, ensure_ascii=False), ', "prompt": ',
@@ -391,6 +400,7 @@ def _write_joined(spill: _Spill, directory: str, names: list[str],
     joined.append({"prompt_id": pid, "prompt": json.loads(messages),
                    "subset": subset,
                    "completions": {s: json.loads(c) for s, c in comps.items()}})
+    filled_rows.append(filled)
     if len(joined) == _LABEL_CHUNK:
       flush_chunk()
       if len(batches) * _LABEL_CHUNK >= _INDEX_ROW_GROUP:
@@ -475,7 +485,12 @@ def build_store(prompt_set: sources_lib.SourceSpec,
                  "(build %.1f s)", fp, num_kept, time.perf_counter() - t1,
                  time.perf_counter() - t0)
     if not num_kept:
-      raise CoverageError(f"the joined store would be empty: {coverage}")
+      skips = "; ".join(f"{name}: skipped {r.num_skipped} {dict(r.skipped)}"
+                        for name, r in [(prompt_set.uri(), prompt_report),
+                                        *reports.items()] if r.num_skipped)
+      raise CoverageError(
+          f"the joined store would be empty (prompt set {prompt_set.uri()}: "
+          f"{num_in} prompts read{'; ' + skips if skips else ''}): {coverage}")
     filter_checks = {}
     checks = {n: f.check for n, f in stored_filters.items() if f.check is not None}
     if checks:
@@ -498,8 +513,8 @@ def build_store(prompt_set: sources_lib.SourceSpec,
         "read_reports": {"prompt_set": prompt_report.to_json(),
                          **{s: r.to_json() for s, r in reports.items()}},
     }
-    with open(os.path.join(tmp, META_FILE), "w") as f:
-      json.dump(meta, f, indent=1, sort_keys=True)
+    strict_json.dump(meta, os.path.join(tmp, META_FILE), indent=1,
+                     sort_keys=True)
     try:
       os.rename(tmp, final)
     except OSError:  # Built concurrently or forced: replace the old one.

@@ -3,7 +3,12 @@
 Fields:
   arm, arm_name            canonical spec (parses back with arms.parse_arm)
   num_prompts, selected, dropped
-  counts                   {source: {subset: examples}} (+ `_total` per source)
+  counts                   {source: {subset: examples}} (+ `_total` per source),
+                           by the source whose text is trained: a prompt the
+                           arm gave to `teacher` but whose teacher completion
+                           the store filled by `fallback:alt` counts as `alt`
+  fallback_trained         {chosen source: {fallback source: examples}}: those
+                           prompts (empty without a fallback policy)
   fraction_examples        {source: share of selected examples}
   trainable_tokens, fraction_trainable_tokens
                            {source: tokens the loss mask trains}, when a
@@ -21,12 +26,12 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import json
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
+from sftdiff import strict_json
 from sftdiff.data import arms as arms_lib
 from sftdiff.data import joined as joined_lib
 
@@ -72,6 +77,22 @@ def trainable_tokens(store: joined_lib.JoinedStore, chosen: np.ndarray,
   return per_source, counts
 
 
+def trained_sources(store: joined_lib.JoinedStore, chosen: np.ndarray
+                    ) -> np.ndarray:
+  """`chosen` with every prompt whose chosen completion is a coverage
+  fallback's text re-pointed at the fallback source (what is trained)."""
+  policy = store.meta["coverage"]["policy"]
+  if not policy.startswith("fallback:"):
+    return chosen
+  sources = store.sources
+  fallback = sources.index(policy.split(":", 1)[1])
+  filled = store.columns([f"fallback@{s}" for s in sources])
+  trained = np.array(chosen, copy=True)
+  for s_idx, s in enumerate(sources):
+    trained[(chosen == s_idx) & filled[f"fallback@{s}"]] = fallback
+  return trained
+
+
 def build_manifest(arm: arms_lib.ArmLike, store: joined_lib.JoinedStore,
                    chosen: np.ndarray, *, arm_name: str | None = None,
                    tokenizer=None, max_len: int | None = None,
@@ -81,9 +102,15 @@ def build_manifest(arm: arms_lib.ArmLike, store: joined_lib.JoinedStore,
   sources = store.sources
   cols = store.columns(["prompt_id", "subset"])
   kept = chosen != arms_lib.DROP
+  trained = trained_sources(store, chosen)
   counts: dict[str, dict[str, int]] = {}
+  fallback_trained: dict[str, dict[str, int]] = {}
   for s_idx, s in enumerate(sources):
-    sel = chosen == s_idx
+    sel = trained == s_idx
+    moved = collections.Counter(
+        sources[t] for t in trained[(chosen == s_idx) & (trained != s_idx)])
+    if moved:
+      fallback_trained[s] = dict(sorted(moved.items()))
     by_subset = collections.Counter(cols["subset"][sel].tolist())
     counts[s] = dict(sorted(by_subset.items()))
     counts[s]["_total"] = int(sel.sum())
@@ -94,6 +121,7 @@ def build_manifest(arm: arms_lib.ArmLike, store: joined_lib.JoinedStore,
       "num_prompts": int(len(chosen)), "selected": selected,
       "dropped": int(len(chosen) - selected),
       "counts": counts,
+      "fallback_trained": fallback_trained,
       "fraction_examples": {s: (counts[s]["_total"] / selected if selected else 0.0)
                             for s in sources},
       "selection_hash": selection_hash(cols["prompt_id"], chosen, sources),
@@ -113,7 +141,8 @@ def build_manifest(arm: arms_lib.ArmLike, store: joined_lib.JoinedStore,
     manifest["fraction_trainable_tokens"] = None
     manifest["tokenization"] = {"skipped": "no tokenizer given"}
   else:
-    per_source, tcounts = trainable_tokens(store, chosen, tokenizer,
+    # By the trained source: a fallback-filled completion is its text.
+    per_source, tcounts = trainable_tokens(store, trained, tokenizer,
                                            max_len=max_len, overlong=overlong)
     total = sum(per_source.values())
     manifest["trainable_tokens"] = per_source
@@ -126,10 +155,7 @@ def build_manifest(arm: arms_lib.ArmLike, store: joined_lib.JoinedStore,
 def write_manifest(directory: str, manifest: dict[str, Any]) -> str:
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, MANIFEST_FILE)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
+  strict_json.dump(manifest, path, indent=1, sort_keys=True)
   return path
 
 
@@ -137,5 +163,4 @@ def read_manifest(directory_or_path: str) -> dict[str, Any]:
   path = directory_or_path
   if os.path.isdir(path):
     path = os.path.join(path, MANIFEST_FILE)
-  with open(path) as f:
-    return json.load(f)
+  return strict_json.load(path)

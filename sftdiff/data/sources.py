@@ -2,7 +2,8 @@
 
 A `SourceSpec` names where records live:
 
-  `jsonl:PATH`                  JSON lines (PATH: file, glob, or directory of *.jsonl)
+  `jsonl:PATH`                  JSON lines (PATH: file, glob, or directory of
+                                *.jsonl / *.json shards, plain or .gz/.bz2/.xz)
   `parquet:PATH`                Parquet in the Hugging Face datasets layout
                                 (`messages` column of {role, content} structs;
                                 PATH: file, glob, or directory searched recursively)
@@ -10,7 +11,8 @@ A `SourceSpec` names where records live:
   `seqio:TASK[/SPLIT]`          an already registered SeqIO task
 
 For JSONL and Parquet, a plain Python reader validates the rows (so errors name
-the file and line/row, see `records.py`) as the registered task's
+the file and line/row, see `records.py`; files are decoded by
+`jsonl_files.py`: BOM, compression, bad bytes) as the registered task's
 `FunctionDataSource` serves them (`tf.data.Dataset.from_generator`). TFDS
 datasets and existing tasks are validated as they are read (errors name
 `task:split example N`). Every spec is registered as a SeqIO task named
@@ -25,6 +27,11 @@ sources `prompt_id, prompt, completion, subset, meta`; prompt sets
 `prompt_id, messages, subset, meta`. An existing SeqIO task / TFDS dataset must
 provide `messages` (JSON string or a {role, content} sequence feature), or
 `completion` for sources, plus optional `prompt_id`/`id` and `subset`/`source`.
+
+Nothing is left out silently: a file in a spec's directory/glob that is not of
+its kind is counted as skipped (`ignored_file`) under either policy; an empty
+file is an `empty_file` error (counted under `skip`); a shard in a
+compression that cannot be read is an `unsupported_compression` error.
 """
 
 from __future__ import annotations
@@ -36,11 +43,28 @@ import json
 import os
 from typing import Any, Iterator
 
+from absl import logging
+
+from sftdiff.data import jsonl_files
 from sftdiff.data import records as records_lib
 
 KINDS = ("jsonl", "parquet", "tfds", "seqio")
 ROLES = ("source", "prompts")
 _FILE_EXT = {"jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
+
+
+def _is_data_file(path: str, kind: str) -> bool:
+  """Whether a file found in a directory/glob is one of `kind`'s shards:
+  `.jsonl`/`.json`, optionally `.gz`/`.bz2`/`.xz`; `.parquet`. A shard in
+  another compression (`.jsonl.zst`) counts too, so that reading it fails
+  loudly instead of the shard being left out."""
+  name = os.path.basename(path).lower()
+  if kind == "parquet":
+    return name.endswith(".parquet")
+  stem, ext = os.path.splitext(name)
+  if ext in _FILE_EXT[kind]:
+    return True
+  return os.path.splitext(stem)[1] in _FILE_EXT[kind]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,22 +102,39 @@ class SourceSpec:
     split = f"/{self.split}" if self.kind in ("tfds", "seqio") else ""
     return f"{self.kind}:{self.location}{split}"
 
-  def files(self) -> list[str]:
-    """The files behind a jsonl/parquet spec (sorted); errors if there are none."""
-    if self.kind not in _FILE_EXT:
-      return []
+  def _listing(self) -> tuple[list[str], list[str]]:
+    """(data files, other files) behind a jsonl/parquet spec, sorted."""
     path = os.path.expanduser(self.location)
     if os.path.isdir(path):
       found = [os.path.join(root, f) for root, _, names in os.walk(path)
-               for f in names if f.endswith(_FILE_EXT[self.kind])]
+               for f in names]
     elif any(ch in path for ch in "*?["):
-      found = glob.glob(path, recursive=True)
+      found = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
     else:
-      found = [path] if os.path.exists(path) else []
-    if not found:
+      # A file named explicitly is read whatever its name.
+      return ([path] if os.path.exists(path) else []), []
+    data = [p for p in found if _is_data_file(p, self.kind)]
+    return sorted(data), sorted(set(found) - set(data))
+
+  def files(self) -> list[str]:
+    """The files behind a jsonl/parquet spec (sorted); errors if there are none.
+
+    In a directory or glob, the files whose names are not the kind's (see
+    `_is_data_file`) are not read; `ignored_files()` lists them and the read
+    report counts them (reason `ignored_file`).
+    """
+    if self.kind not in _FILE_EXT:
+      return []
+    data, other = self._listing()
+    if not data:
+      seen = f" (found only: {', '.join(other[:5])})" if other else ""
       raise FileNotFoundError(
-          f"source {self.name!r}: no {self.kind} files at {self.location!r}")
-    return sorted(found)
+          f"source {self.name!r}: no {self.kind} files at {self.location!r}{seen}")
+    return data
+
+  def ignored_files(self) -> list[str]:
+    """Files in the spec's directory/glob that are not read (not its kind)."""
+    return self._listing()[1] if self.kind in _FILE_EXT else []
 
   def fingerprint(self) -> str:
     """Hash of what the records depend on: files' paths/sizes/mtimes or task names."""
@@ -101,6 +142,8 @@ class SourceSpec:
     for path in self.files():
       st = os.stat(path)
       h.update(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for path in self.ignored_files():  # Counted in the read report.
+      h.update(f"ignored\0{os.path.abspath(path)}\n".encode())
     return h.hexdigest()[:16]
 
   def task_name(self) -> str:
@@ -129,29 +172,68 @@ def parse_uri(name: str, uri: str, *, role: str = "source",
 # ----------------------------------------------------------------- raw readers
 
 
+_UNSUPPORTED_COMPRESSION = "unsupported_compression"
+
+
 def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      where = f"{path}:{lineno}"
-      try:
-        yield where, records_lib.parse_json_line(line, where)
-      except records_lib.DataValidationError as e:
-        yield where, e
+  stem, ext = os.path.splitext(path.lower())
+  if (ext not in _FILE_EXT["jsonl"] + jsonl_files.COMPRESSED_SUFFIXES
+      and os.path.splitext(stem)[1] in _FILE_EXT["jsonl"]):
+    yield path, records_lib.DataValidationError(
+        path, _UNSUPPORTED_COMPRESSION,
+        f"cannot read {ext!r} files (JSON lines are read plain, .gz, .bz2 "
+        "or .xz); decompress it or remove it from the directory")
+    return
+  yield from jsonl_files.jsonl_rows(path)
 
 
 def _parquet_rows(path: str) -> Iterator[tuple[str, Any]]:
+  import pyarrow as pa
   import pyarrow.parquet as pq
   row = 0
-  for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-    for item in batch.to_pylist():
-      yield f"{path}:row {row}", item
-      row += 1
+  try:
+    batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
+    for batch in batches:
+      try:
+        items = batch.to_pylist()
+      except UnicodeDecodeError:
+        items = None
+      for i in range(batch.num_rows):
+        where = f"{path}:row {row}"
+        row += 1
+        if items is not None:
+          yield where, items[i]
+          continue
+        try:  # Find the row with the bad bytes.
+          yield where, batch.slice(i, 1).to_pylist()[0]
+        except UnicodeDecodeError as e:
+          yield where, records_lib.DataValidationError(
+              where, "undecodable_bytes", f"a string column is not UTF-8 ({e})")
+  except (pa.ArrowException, OSError) as e:
+    if isinstance(e, OSError) and e.errno is not None:
+      raise  # A path problem (missing, permissions): not the file's content.
+    where = f"{path}:row {row}" if row else path
+    yield where, records_lib.DataValidationError(
+        where, "unreadable_file", f"not a readable Parquet file ({e})")
+    return
+  if not row:
+    yield path, jsonl_files.empty_file_error(path)
 
 
-def raw_rows(spec: SourceSpec) -> Iterator[tuple[str, Any]]:
-  """`(where, row)` for every row of a jsonl/parquet spec, in file order."""
+def raw_rows(spec: SourceSpec, report: records_lib.ReadReport | None = None
+             ) -> Iterator[tuple[str, Any]]:
+  """`(where, row)` for every row of a jsonl/parquet spec, in file order.
+
+  Files of the spec's directory/glob that are not its kind are counted in
+  `report` as skipped (reason `ignored_file`), whatever the error policy,
+  and logged.
+  """
+  if report is not None:
+    for path in spec.ignored_files():
+      logging.warning("source %r: not reading %s (not a %s file)", spec.name,
+                      path, spec.kind)
+      report.skip(records_lib.DataValidationError(
+          path, "ignored_file", f"not read: not a {spec.kind} file"))
   reader = _jsonl_rows if spec.kind == "jsonl" else _parquet_rows
   for path in spec.files():
     yield from reader(path)
@@ -199,7 +281,7 @@ class _ValidatedFileDatasetFn:
     columns: dict[str, list[str]] = {k: [] for k in names}
     try:
       for record in records_lib.validate_rows(
-          raw_rows(spec), kind=spec.role, name=spec.name, on_error=on_error,
+          raw_rows(spec, report), kind=spec.role, name=spec.name, on_error=on_error,
           report=report):
         for k, v in _encode(record, spec.role).items():
           columns[k].append(v)
@@ -278,6 +360,15 @@ def _external_row(example: dict[str, Any]) -> dict[str, Any]:
       row[key] = [{"role": r, "content": c}
                   for r, c in zip(value["role"], value["content"])]
   return row
+
+
+def _located_external_row(where: str, example: dict[str, Any]
+                          ) -> tuple[str, Any]:
+  try:
+    return where, _external_row(example)
+  except UnicodeDecodeError as e:
+    return where, records_lib.DataValidationError(
+        where, "undecodable_bytes", f"a string feature is not UTF-8 ({e})")
 
 
 _JSON_FIELDS = ("prompt", "completion", "messages", "meta")
@@ -367,7 +458,7 @@ def stream_records(spec: SourceSpec, *, on_error: str = "fail",
     return RecordStream(_own_records(examples, spec, decode), fn.last_report)
   report = records_lib.ReadReport(spec.name)
   # External features may be ragged (TFDS sequences): read unbatched.
-  rows = ((f"{task_name}:{spec.split} example {i}", _external_row(ex))
+  rows = (_located_external_row(f"{task_name}:{spec.split} example {i}", ex)
           for i, ex in enumerate(ds.as_numpy_iterator()))
   out = records_lib.validate_rows(rows, kind=spec.role, name=spec.name,
                                   on_error=on_error, report=report)

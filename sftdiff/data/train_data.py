@@ -17,7 +17,12 @@ Declaring data in gin (see `gin/data/example.gin`)::
     train_data.DataConfig.missing = 'fail'          # | 'drop_prompt' | 'fallback:alt'
     train_data.DataConfig.on_error = 'fail'         # | 'skip' (counted)
     train_data.DataConfig.labels_files = {'my_filter': 'labels.jsonl'}
+    # or with its policies (filters.register_labels_file's keywords):
+    #   {'my_filter': {'path': 'labels.jsonl', 'unknown': 'ignore',
+    #                  'unlabeled': 'false'}}
     train_data.DataConfig.regex_filters = {'mentions_paris': r'\\bparis\\b'}
+    # or {'paris_reply': {'pattern': r'\\bparis\\b', 'field': 'completion:alt',
+    #                     'ignore_case': False}}
     train_data.DataConfig.import_modules = ['my_project.data']  # @register_filter
                                                   # and SeqIO task registrations
     train_data.DataConfig.tfds_data_dir = '/path/to/tensorflow_datasets'
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 from typing import Any, Iterator, Mapping, Sequence
 
 import gin
@@ -97,12 +103,24 @@ class DataConfig:
     import os
     for module in self.import_modules:
       importlib.import_module(module)
-    for name, path in self.labels_files.items():
+    for name, value in self.labels_files.items():
+      kwargs = _filter_kwargs("labels_files", name, value, "path",
+                              ("unlabeled", "unknown"))
+      path = os.path.expanduser(kwargs.pop("path"))
       if self.data_dir and not os.path.isabs(path):
         path = os.path.join(self.data_dir, path)
-      filters_lib.register_labels_file(name, path)
-    for name, pattern in self.regex_filters.items():
-      filters_lib.register_regex_filter(name, pattern)
+      filters_lib.register_labels_file(name, path, **kwargs)
+    for name, value in self.regex_filters.items():
+      kwargs = _filter_kwargs("regex_filters", name, value, "pattern",
+                              ("field", "ignore_case"))
+      ignore_case = kwargs.pop("ignore_case", True)
+      if not isinstance(ignore_case, bool):
+        raise filters_lib.FilterError(
+            f"DataConfig.regex_filters[{name!r}]: ignore_case must be True or "
+            f"False, got {ignore_case!r}")
+      filters_lib.register_regex_filter(
+          name, kwargs.pop("pattern"), field=kwargs.pop("field", "prompt"),
+          flags=re.IGNORECASE if ignore_case else 0)
     return list(filters_lib.registered())
 
   def check_arm(self, arm: arms_lib.ArmLike) -> arms_lib.Arm:
@@ -125,6 +143,25 @@ class DataConfig:
     return joined_lib.build_store(self.prompt_spec(), self.source_specs(),
                                   store_dir, missing=self.missing,
                                   on_error=self.on_error, force=force)
+
+
+def _filter_kwargs(field: str, name: str, value: Any, main: str,
+                   policies: Sequence[str]) -> dict[str, Any]:
+  """A `DataConfig.<field>` entry -> keyword arguments: a string is `main`;
+  a dict names `main` and any of `policies`."""
+  where = f"DataConfig.{field}[{name!r}]"
+  if isinstance(value, str):
+    return {main: value}
+  if not isinstance(value, Mapping):
+    raise filters_lib.FilterError(
+        f"{where}: expected a string or a dict with {main!r}, got {value!r}")
+  unknown = sorted(set(value) - {main, *policies})
+  if unknown or not isinstance(value.get(main), str):
+    raise filters_lib.FilterError(
+        f"{where}: needs a string {main!r} and takes only "
+        f"{', '.join(repr(p) for p in policies)}"
+        + (f"; unknown key(s) {unknown}" if unknown else ""))
+  return dict(value)
 
 
 def eval_mask(id_hashes: np.ndarray, eval_fraction: float) -> np.ndarray:

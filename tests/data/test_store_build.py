@@ -95,6 +95,8 @@ EXPECTED_INDEX = {
     "label:roleplay": [False, False, True, False, False],
     "refusal@alt": [False] * 5,
     "refusal@teacher": [False, False, True, False, False],
+    "fallback@alt": [False] * 5,
+    "fallback@teacher": [False, True, False, True, False],
 }
 EXPECTED_COVERAGE = {
     "policy": "fallback:alt", "prompts_in": 6,
