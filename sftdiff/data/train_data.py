@@ -155,10 +155,7 @@ class ArmRecords:
 
   def __getitem__(self, i: int) -> dict[str, Any]:
     record = self._store[self._indices[i]]
-    source = self._sources[self._chosen[i]]
-    return {"messages": manifest_lib.conversation(record, source),
-            "prompt_id": record["prompt_id"], "source": source,
-            "subset": record["subset"]}
+    return manifest_lib.pipeline_record(record, self._sources[self._chosen[i]])
 
 
 @dataclasses.dataclass
@@ -197,10 +194,15 @@ def make_train_data(tokenizer, *, arm: str, seq_len: int, batch_size: int,
                     eval_fraction: float = 0.02, packing: str = "first_fit",
                     overlong: str = "truncate", worker_count: int = 0,
                     num_epochs: int | None = None,
-                    arm_name: str | None = None) -> TrainData:
+                    arm_name: str | None = None,
+                    train_all_assistant: bool = False) -> TrainData:
   """Builds the arm's mixture and its Grain pipeline (see module docstring).
 
   `store_dir` / `sources` override the DataConfig fields of the same name.
+  Only the chosen source's completion turns are trained unless
+  `train_all_assistant` (then the prompt's assistant turns too). Per-record
+  tokenization failures follow `DataConfig.on_error` (counted by reason in
+  the manifest under 'skip').
   The manifest is written to `manifest_dir/manifest.json` by shard 0.
   """
   from sftdiff.data import pipeline
@@ -222,7 +224,8 @@ def make_train_data(tokenizer, *, arm: str, seq_len: int, batch_size: int,
       arm, store, chosen, arm_name=arm_name, tokenizer=tokenizer,
       max_len=seq_len + 1, overlong=overlong,
       split={"train": int(len(train_idx)), "eval": int(len(eval_idx)),
-             "eval_fraction": eval_fraction})
+             "eval_fraction": eval_fraction},
+      on_error=data.on_error, train_all_assistant=train_all_assistant)
   if manifest_dir and shard_index == 0:
     manifest_lib.write_manifest(manifest_dir, manifest)
   store.clear_columns()  # Keep only the selection in memory while training.
@@ -234,7 +237,8 @@ def make_train_data(tokenizer, *, arm: str, seq_len: int, batch_size: int,
       grain.MapDataset.source(train_records), tokenizer, seq_len=seq_len,
       batch_size=batch_size, seed=seed, shard_index=shard_index,
       shard_count=shard_count, packing=packing, overlong=overlong,
-      num_epochs=num_epochs, worker_count=worker_count)
+      num_epochs=num_epochs, worker_count=worker_count,
+      on_error=data.on_error, train_all_assistant=train_all_assistant)
 
   def make_eval() -> list[dict[str, np.ndarray]]:
     if len(eval_records) < shard_count:
@@ -243,7 +247,8 @@ def make_train_data(tokenizer, *, arm: str, seq_len: int, batch_size: int,
         grain.MapDataset.source(eval_records), tokenizer, seq_len=seq_len,
         batch_size=batch_size, seed=seed, shard_index=shard_index,
         shard_count=shard_count, packing=packing, overlong=overlong,
-        num_epochs=1, worker_count=0))
+        num_epochs=1, worker_count=0, on_error=data.on_error,
+        train_all_assistant=train_all_assistant))
 
   return TrainData(train=iter(train), manifest=manifest, store=store,
                    train_records=train_records, eval_records=eval_records,
