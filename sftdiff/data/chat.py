@@ -170,13 +170,14 @@ def assistant_spans(
           f"turn {i} (assistant): no end-of-turn token {sorted(stops)} after "
           f"its header at character {body}")
     eot_char = enc.offsets[last][0]
+    trained = wanted is None or i in wanted
     visible = _visible_content(m)
-    if visible and visible not in text[body:eot_char]:
+    if trained and visible and visible not in text[body:eot_char]:
       raise MaskError(
           f"turn {i} (assistant): content {visible[:60]!r} is not in the "
           f"rendered turn {text[body:eot_char][:120]!r} (the template dropped "
           "or rewrote it)")
-    if wanted is None or i in wanted:
+    if trained:
       spans.append((first, last + 1))
     cursor = ends[last]
   return ids, spans
