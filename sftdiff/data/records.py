@@ -166,7 +166,8 @@ def validate_messages(messages: Any, where: str, *,
         and not m.get("reasoning_content")):
       raise DataValidationError(where, "empty_assistant",
                                 f"{field}[{i}] is an assistant turn with empty content")
-    message = {"role": role, "content": content}
+    # null content with tool_calls renders as "" (templates concatenate it).
+    message = {"role": role, "content": content if content is not None else ""}
     for key in MESSAGE_KEYS:
       if m.get(key) is not None:
         message[key] = list(m[key]) if key == "tool_calls" else m[key]
