@@ -17,6 +17,8 @@ Fields:
   store                    path, fingerprint and input fingerprints of the store
   prompt_id_provenance     id field vs content hash, per input
   coverage, skipped        the store's coverage counts and per-input skip counts
+  prompt_mismatch          source records whose own prompt turns differ from
+                           the prompt set's (policy, count, first ids)
   split                    train/eval example counts when a held-out slice exists
 """
 
@@ -136,6 +138,7 @@ def build_manifest(arm: arms_lib.ArmLike, store: joined_lib.JoinedStore,
                 "inputs": store.meta["inputs"]},
       "prompt_id_provenance": store.meta["prompt_id_provenance"],
       "coverage": store.meta["coverage"],
+      "prompt_mismatch": store.meta.get("prompt_mismatch"),
       "skipped": {k: {"num_skipped": v["num_skipped"], "by_reason": v["skipped"]}
                   for k, v in store.meta["read_reports"].items()},
       "filter_checks": store.meta.get("filter_checks", {}),

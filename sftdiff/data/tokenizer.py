@@ -381,8 +381,7 @@ def _checked_date(date: str) -> str:
   return date
 
 
-@gin.configurable("chat_tokenizer", denylist=["path"])
-def load_tokenizer(path: str, chat_template: str | None = None,
+def _load_tokenizer(path: str, chat_template: str | None = None,
                    template_kwargs: Mapping[str, Any] | None = None,
                    date: str = DEFAULT_DATE) -> ChatTokenizer:
   """The binaries' tokenizer loader; gin chooses the template and its kwargs:
@@ -393,6 +392,14 @@ def load_tokenizer(path: str, chat_template: str | None = None,
   """
   return ChatTokenizer.from_dir(path, chat_template=chat_template,
                                 template_kwargs=template_kwargs, date=date)
+
+
+# Binaries that import this module only after parsing their gin config (the
+# data CLI) still load; binding `chat_tokenizer.*` needs it imported before
+# parsing (the trainer does).
+with gin.unlock_config():
+  load_tokenizer = gin.configurable("chat_tokenizer", denylist=["path"])(
+      _load_tokenizer)
 
 
 def _role_of(messages) -> Any:

@@ -16,6 +16,7 @@ Declaring data in gin (see `gin/data/example.gin`)::
                                                     # <data_dir>/joined_store)
     train_data.DataConfig.missing = 'fail'          # | 'drop_prompt' | 'fallback:alt'
     train_data.DataConfig.on_error = 'fail'         # | 'skip' (counted)
+    train_data.DataConfig.prompt_mismatch = 'keep'  # | 'fail' | 'drop' (counted)
     train_data.DataConfig.labels_files = {'my_filter': 'labels.jsonl'}
     train_data.DataConfig.regex_filters = {'mentions_paris': r'\\bparis\\b'}
     train_data.DataConfig.import_modules = ['my_project.data']  # @register_filter
@@ -65,6 +66,9 @@ class DataConfig:
   data_dir: str | None = None
   missing: str = "fail"
   on_error: str = "fail"
+  # Source records whose own prompt turns differ from the prompt set's:
+  # 'fail' | 'keep' (counted) | 'drop' (the prompt).
+  prompt_mismatch: str = "keep"
   labels_files: Mapping[str, str] = dataclasses.field(default_factory=dict)
   regex_filters: Mapping[str, str] = dataclasses.field(default_factory=dict)
   import_modules: Sequence[str] = ()
@@ -124,7 +128,8 @@ class DataConfig:
     self.register_filters()
     return joined_lib.build_store(self.prompt_spec(), self.source_specs(),
                                   store_dir, missing=self.missing,
-                                  on_error=self.on_error, force=force)
+                                  on_error=self.on_error,
+                                  prompt_mismatch=self.prompt_mismatch, force=force)
 
 
 def eval_mask(id_hashes: np.ndarray, eval_fraction: float) -> np.ndarray:

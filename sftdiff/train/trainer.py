@@ -22,6 +22,8 @@ import jax
 import numpy as np
 
 from sftdiff import gin_utils
+# Registers `chat_tokenizer.*` (template choice) before gin files are parsed.
+from sftdiff.data import tokenizer as tokenizer_lib
 from sftdiff.models import config as model_config_lib
 from sftdiff.train import checkpoints
 from sftdiff.train import metrics as metrics_lib
@@ -75,7 +77,6 @@ def default_data_fn(*args, **kwargs):
 
 
 def _load_tokenizer(directory):
-  from sftdiff.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   return tokenizer_lib.load_tokenizer(str(directory))  # gin: chat_tokenizer.*
 
 

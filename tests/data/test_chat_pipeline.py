@@ -116,3 +116,30 @@ def test_only_the_completion_is_trained_unless_asked(setup, tmp_path):
           == data.manifest["trainable_tokens"]["s"] + 5 * per_record_extra)
   total = sum(int(b["loss_mask"].sum()) for b in every.train)
   assert total == every.manifest["trainable_tokens"]["s"]
+
+
+@pytest.mark.parametrize("policy", ["fail", "keep", "drop"])
+def test_source_prompt_turns_are_checked_against_the_prompt_set(setup, tmp_path, policy):
+  from sftdiff.data import joined
+  d, _ = setup
+  with open(d / "src.jsonl") as f:
+    rows = [json.loads(line) for line in f]
+  prompts = [{"id": r["id"], "messages": r["messages"][:3]} for r in rows]
+  prompts[4]["messages"][2] = {"role": "user", "content": "An edited question?"}
+  with open(tmp_path / "prompts.jsonl", "w") as f:
+    f.writelines(json.dumps(p) + "\n" for p in prompts)
+  shutil_src = tmp_path / "src.jsonl"
+  shutil_src.write_text((d / "src.jsonl").read_text())
+  cfg = train_data.DataConfig(prompt_set="jsonl:prompts.jsonl",
+                              sources={"s": "jsonl:src.jsonl"}, data_dir=str(tmp_path),
+                              store_dir=str(tmp_path / "store"), prompt_mismatch=policy)
+  if policy == "fail":
+    with pytest.raises(joined.CoverageError, match=r"prompt_mismatch='fail'.*\['p4'\]"):
+      cfg.build()
+    return
+  store = cfg.build()
+  mismatch = store.meta["prompt_mismatch"]
+  assert mismatch["policy"] == policy and mismatch["count"] == {"s": 1}
+  assert mismatch["examples"] == {"s": ["p4"]}
+  ids = set(store.columns(["prompt_id"])["prompt_id"].tolist())
+  assert ("p4" in ids) == (policy == "keep") and len(ids) == 5 + (policy == "keep")

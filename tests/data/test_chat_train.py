@@ -51,7 +51,7 @@ def test_train_binary_with_real_template_and_vocabulary(tmp_path, template, voca
   with open(data / "src.jsonl", "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)
   (tmp_path / "data.gin").write_text(
-      "import sftdiff.data.train_data\nimport sftdiff.data.tokenizer\n"
+      "import sftdiff.data.train_data\n"
       f"train_data.DataConfig.data_dir = '{data}'\n"
       "train_data.DataConfig.prompt_set = 'source:s'\n"
       "train_data.DataConfig.sources = {'s': 'jsonl:src.jsonl'}\n"
