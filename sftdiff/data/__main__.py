@@ -166,7 +166,7 @@ def format_masked(tokenizer, ids, mask, color: bool) -> str:
 
 
 def cmd_preview() -> None:
-  from sftdiff.data import arms, chat, manifest as manifest_lib, train_data
+  from sftdiff.data import arms, manifest as manifest_lib, pipeline, train_data
   arm_spec = _optional_macro("ARM")
   if arm_spec is None:
     raise gin_utils.GinConfigError("preview needs the ARM macro (--gin.ARM=\"'alt'\")")
@@ -178,8 +178,9 @@ def cmd_preview() -> None:
   for i, record in zip(picked[:_NUM_EXAMPLES.value],
                        store.read(picked[:_NUM_EXAMPLES.value])):
     src = store.sources[chosen[i]]
-    ex = chat.tokenize_with_assistant_mask(
-        tokenizer, manifest_lib.conversation(record, src),
+    # The same mask as training (the source's completion turns only).
+    ex = pipeline.tokenize_record(
+        tokenizer, manifest_lib.pipeline_record(record, src),
         max_len=_SEQ_LEN.value, overlong="truncate")
     print(f"\n=== {record['prompt_id']} (subset {record['subset']}, source {src}, "
           f"{len(ex)} tokens, {ex.num_trainable} trained"

@@ -1,22 +1,33 @@
-"""Chat formatting with assistant-only loss masks (open-instruct semantics).
+"""Chat formatting with assistant-only loss masks.
 
-For every assistant turn the trained span is that turn's content tokens plus
-its end-of-turn token (e.g. `<|im_end|>`); system/user/tool turns, the
-assistant header and anything the template emits after the end-of-turn token
-(ChatML's trailing newline) stay masked. Multi-turn conversations train every
-assistant turn.
+What is trained of an assistant turn: everything the model emits after the
+template's assistant header, through the turn's end-of-turn token — its
+reasoning (`<think>` opener included), content and tool calls, then
+`<|im_end|>`/`<|eot_id|>`/`<end_of_turn>`/eos. The header, other roles' turns
+and what the template emits after the end-of-turn token (ChatML's "\n") stay
+masked. Which assistant turns are trained is the caller's choice
+(`trained_turns`); the pipeline trains the source's completion only, unless
+asked to train every assistant turn.
 
-The mask is template-agnostic: assistant turn i spans the tokens between the
-rendering of messages[:i] with the generation prompt and the rendering of
-messages[:i+1]. That only works if every such prefix tokenizes to a prefix of
-the whole conversation; a template that breaks this (e.g. one that rewrites
-earlier turns) gets a clear error.
+Method (one render, character offsets): the whole conversation is rendered once
+and tokenized once with offsets. Each assistant turn is located in the
+rendered text by its header (the template's own generation prompt, minus a
+trailing reasoning opener such as OLMo 3 Think's `<think>`), searched in order
+after the previous turn; its span runs from the first token that ends past
+the header to the first end-of-turn token after it. Nothing assumes that the
+rendering of a prefix is a prefix of the rendering (Qwen 3 rewrites earlier
+turns, OLMo 3 Instruct closes the last turn with eos), and a BPE token that
+merges the header's last characters with the content's first (`\n` + `\n`)
+counts as trained, as in transformers' `return_assistant_tokens_mask`. The
+turn's content is checked to be inside its span, so a template that drops it
+is reported, not silently mis-masked.
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,14 +36,14 @@ from sftdiff.data.tokenizer import ChatTokenizer
 
 ROLES = ("system", "user", "assistant", "tool")
 OVERLONG_POLICIES = ("truncate", "drop")
+# A trailing reasoning opener of a generation prompt (OLMo 3 Think's
+# "<think>", Qwen 3's "<think>\n\n</think>\n\n" without thinking) belongs to
+# the trained reply, not to the header.
+_REASONING_OPENER = re.compile(r"<think>(\s*</think>)?\s*$")
 
 
 class MessageFormatError(ValueError):
   """A conversation does not follow the canonical message schema."""
-
-
-class TemplateNotPrefixConsistentError(ValueError):
-  """The chat template renders a prefix of a conversation inconsistently."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +63,9 @@ class TokenizedExample:
 def validate_messages(messages: Any, *, where: str = "messages") -> list[dict]:
   """Checks the canonical schema; returns the messages as a list of dicts.
 
-  Each message is {"role": one of ROLES, "content": str}; extra keys are
-  allowed (templates may use them, e.g. tool_calls).
+  Each message has a `role` in ROLES and a string `content` (None is allowed
+  for an assistant turn with `tool_calls`); other keys (tool_calls,
+  tool_call_id, name, reasoning_content) pass through to the template.
   """
   if isinstance(messages, np.ndarray):
     messages = messages.tolist()
@@ -77,85 +89,98 @@ def validate_messages(messages: Any, *, where: str = "messages") -> list[dict]:
       )
     if "content" not in m:
       raise MessageFormatError(f"{where}[{i}] ({m['role']}): missing 'content'")
-    if not isinstance(m["content"], str):
+    content = m["content"]
+    if content is None and m.get("tool_calls"):
+      continue
+    if not isinstance(content, str):
       raise MessageFormatError(
-          f"{where}[{i}] ({m['role']}): 'content' must be a string, got "
-          f"{type(m['content']).__name__}"
+          f"{where}[{i}] ({m['role']}): 'content' must be a string (or null "
+          f"with tool_calls), got {type(content).__name__}"
       )
   return list(messages)
 
 
-def _not_prefix_consistent(what: str, path: str):
-  return TemplateNotPrefixConsistentError(
-      f"{path}: the chat template is not prefix-consistent: tokens of {what} "
-      "are not a prefix of the tokens of the whole conversation, so "
-      "assistant spans cannot be located (does the template rewrite earlier "
-      "turns, e.g. strip reasoning?)"
-  )
+class MaskError(ValueError):
+  """An assistant turn cannot be located in the rendered conversation."""
 
 
-class _FullEncoding:
-  """The whole conversation's tokens, and where a rendered prefix ends in them.
+def _header(tokenizer: ChatTokenizer, messages: Sequence[dict], i: int,
+            tools) -> str:
+  """The assistant header before messages[i]: the generation prompt the
+  template appends to messages[:i], minus a trailing reasoning opener."""
+  context = list(messages[:i]) or [{"role": "user", "content": "."}]
+  bare = tokenizer.render(context, tools=tools)
+  prompted = tokenizer.render(context, add_generation_prompt=True, tools=tools)
+  if not prompted.startswith(bare) or len(prompted) == len(bare):
+    raise MaskError(
+        f"turn {i}: the template's generation prompt is not an append-only "
+        f"suffix (rendering without it: ...{bare[-40:]!r}; with it: "
+        f"...{prompted[-40:]!r})")
+  header = _REASONING_OPENER.sub("", prompted[len(bare):])
+  if not header:
+    raise MaskError(f"turn {i}: the generation prompt is only a reasoning "
+                    "opener; no header to locate the turn by")
+  return header
 
-  Text after an added token (<|im_start|>, ...) tokenizes independently of the
-  text before it, so a prefix's tokens are the whole conversation's tokens up
-  to the prefix's last added token plus the tokens of the short tail after
-  it: one small encode per prefix instead of re-encoding the prefix. Any
-  mismatch falls back to encoding the whole prefix and comparing.
-  """
 
-  def __init__(self, tokenizer: ChatTokenizer, text: str):
-    self.tokenizer = tokenizer
-    self.text = text
-    enc = tokenizer.tokenizer.encode(text, add_special_tokens=False)
-    self.ids = enc.ids
-    self.ends = [end for _, end in enc.offsets]
-    self.added = tokenizer.added_token_ids
-
-  def prefix_len(self, prefix: str, what: str) -> int:
-    """len(encode(prefix)), which must equal a prefix of self.ids."""
-    n = len(prefix)
-    if self.text[:n] == prefix:
-      within = bisect.bisect_right(self.ends, n)  # tokens ending by n
-      j = within - 1
-      while j >= 0 and self.ids[j] not in self.added:
-        j -= 1
-      if j >= 0 and self.ends[j] <= n:
-        tail = self.tokenizer.encode(prefix[self.ends[j]:])
-        k = j + 1 + len(tail)
-        if self.ids[j + 1:k] == tail:
-          return k
-    ids = self.tokenizer.encode(prefix)
-    if self.ids[: len(ids)] != ids:
-      raise _not_prefix_consistent(what, self.tokenizer.path)
-    return len(ids)
+def _visible_content(message: dict) -> str:
+  """The part of a turn's content every template renders (after reasoning)."""
+  content = message.get("content") or ""
+  return content.split("</think>")[-1].strip()
 
 
 def assistant_spans(
-    tokenizer: ChatTokenizer, messages: Sequence[dict]
+    tokenizer: ChatTokenizer,
+    messages: Sequence[dict],
+    *,
+    trained_turns: Sequence[int] | None = None,
+    tools: Sequence[dict] | None = None,
 ) -> tuple[list[int], list[tuple[int, int]]]:
-  """Token ids of the conversation and [start, end) of each trained span."""
-  full = _FullEncoding(tokenizer, tokenizer.render(messages))
+  """Token ids of the conversation and [start, end) of each trained span.
+
+  `trained_turns`: indices of the assistant messages to train (default:
+  every assistant message).
+  """
+  text = tokenizer.render(messages, tools=tools)
+  enc = tokenizer.tokenizer.encode(text, add_special_tokens=False)
+  ids = enc.ids
+  ends = [end for _, end in enc.offsets]
   stops = set(tokenizer.stop_ids)
+  wanted = None if trained_turns is None else set(trained_turns)
   spans = []
+  cursor = 0  # characters before it belong to earlier messages
   for i, m in enumerate(messages):
     if m["role"] != "assistant":
+      seen = m.get("content")
+      if isinstance(seen, str) and seen.strip():
+        at = text.find(seen.strip(), cursor)
+        cursor = at + len(seen.strip()) if at >= 0 else cursor
       continue
-    start = full.prefix_len(
-        tokenizer.render(messages[:i], add_generation_prompt=True),
-        f"messages[:{i}] + generation prompt",
-    )
-    end = full.prefix_len(
-        tokenizer.render(messages[: i + 1]), f"messages[:{i + 1}]"
-    )
-    # Train through the last end-of-turn/eos token of the turn; what follows
-    # it (ChatML's "\n") is formatting, not something the model must emit.
-    for j in range(end - 1, start - 1, -1):
-      if full.ids[j] in stops:
-        end = j + 1
-        break
-    spans.append((start, end))
-  return full.ids, spans
+    header = _header(tokenizer, messages, i, tools)
+    h = text.find(header, cursor)
+    if h < 0:
+      raise MaskError(
+          f"turn {i} (assistant): its header {header!r} does not occur in the "
+          f"rendered conversation after character {cursor}")
+    body = h + len(header)
+    first = bisect.bisect_right(ends, body)  # first token ending past header
+    last = next((j for j in range(first, len(ids)) if ids[j] in stops), None)
+    if last is None:
+      raise MaskError(
+          f"turn {i} (assistant): no end-of-turn token {sorted(stops)} after "
+          f"its header at character {body}")
+    eot_char = enc.offsets[last][0]
+    trained = wanted is None or i in wanted
+    visible = _visible_content(m)
+    if trained and visible and visible not in text[body:eot_char]:
+      raise MaskError(
+          f"turn {i} (assistant): content {visible[:60]!r} is not in the "
+          f"rendered turn {text[body:eot_char][:120]!r} (the template dropped "
+          "or rewrote it)")
+    if trained:
+      spans.append((first, last + 1))
+    cursor = ends[last]
+  return ids, spans
 
 
 def tokenize_with_assistant_mask(
@@ -164,8 +189,14 @@ def tokenize_with_assistant_mask(
     *,
     max_len: int | None = None,
     overlong: str = "truncate",
+    trained_turns: Sequence[int] | None = None,
+    tools: Sequence[dict] | None = None,
 ) -> TokenizedExample | None:
-  """Token ids + assistant-only loss mask; None if dropped as over-long."""
+  """Token ids + assistant-only loss mask; None if dropped as over-long.
+
+  `trained_turns`: indices of the assistant messages whose spans are trained
+  (default every assistant turn); `tools` reach the template.
+  """
   if overlong not in OVERLONG_POLICIES:
     raise ValueError(
         f"overlong={overlong!r}: expected one of {OVERLONG_POLICIES}"
@@ -173,7 +204,8 @@ def tokenize_with_assistant_mask(
   if max_len is not None and max_len < 1:
     raise ValueError(f"max_len={max_len} must be positive")
   messages = validate_messages(messages)
-  ids, spans = assistant_spans(tokenizer, messages)
+  ids, spans = assistant_spans(tokenizer, messages,
+                               trained_turns=trained_turns, tools=tools)
   mask = np.zeros(len(ids), dtype=bool)
   for start, end in spans:
     mask[start:end] = True

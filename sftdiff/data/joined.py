@@ -20,6 +20,14 @@ store is rebuilt only when one of them changes. `meta.json` is written last and
 the directory is moved into place atomically, so a half-built store is never
 reused.
 
+Prompt check `prompt_mismatch` for source records that carry their own prompt
+turns (whole conversations): their prompt's content hash (role + content of
+each turn) must equal the prompt set's for that prompt_id, else `'fail'`
+(error naming the first ids), `'keep'` (count and keep), or `'drop'` (drop
+the prompt) — counted in `meta.json["prompt_mismatch"]` (and the manifest).
+The default is `'keep'`: rollouts often carry a paraphrased or templated copy
+of the prompt; the count says how many.
+
 Coverage policy `missing` for prompts lacking some source's completion:
 `'fail'` (error listing counts per source), `'drop_prompt'` (drop the prompt),
 or `'fallback:<source>'` (use that source's completion) — all counted in
@@ -266,9 +274,11 @@ class _Spill:
                    f"cache_size=-{records_lib.SPILL_CACHE_KIB}"):
       self.db.execute(f"PRAGMA {pragma}")
     self.db.execute("CREATE TABLE prompts (ord INTEGER PRIMARY KEY, "
-                    "prompt_id TEXT NOT NULL, messages TEXT, subset TEXT)")
+                    "prompt_id TEXT NOT NULL, messages TEXT, subset TEXT, "
+                    "prompt_hash TEXT)")
     for i in range(num_sources):
-      self.db.execute(f"CREATE TABLE c{i} (prompt_id TEXT NOT NULL, completion TEXT)")
+      self.db.execute(f"CREATE TABLE c{i} (prompt_id TEXT NOT NULL, completion TEXT, "
+                      "prompt_hash TEXT)")
 
   def _load(self, sql: str, rows: Iterator[tuple[str, ...]]) -> None:
     self.db.execute("BEGIN")
@@ -276,14 +286,17 @@ class _Spill:
     self.db.execute("COMMIT")
 
   def add_prompts(self, records: Iterator[dict[str, Any]]) -> None:
-    self._load("INSERT INTO prompts (prompt_id, messages, subset) VALUES (?, ?, ?)",
-               ((r["prompt_id"], r["messages"], r["subset"]) for r in records))
+    self._load("INSERT INTO prompts (prompt_id, messages, subset, prompt_hash) "
+               "VALUES (?, ?, ?, ?)",
+               ((r["prompt_id"], r["messages"], r["subset"],
+                 _prompt_hash(r["messages"])) for r in records))
     # Unique: the readers reject duplicate prompt_ids already.
     self.db.execute("CREATE UNIQUE INDEX prompts_id ON prompts (prompt_id)")
 
   def add_completions(self, i: int, records: Iterator[dict[str, Any]]) -> None:
-    self._load(f"INSERT INTO c{i} VALUES (?, ?)",
-               ((r["prompt_id"], r["completion"]) for r in records))
+    self._load(f"INSERT INTO c{i} VALUES (?, ?, ?)",
+               ((r["prompt_id"], r["completion"], _prompt_hash(r.get("prompt")))
+                for r in records))
     self.db.execute(f"CREATE UNIQUE INDEX c{i}_id ON c{i} (prompt_id)")
 
   def count(self, sql: str) -> int:
@@ -300,6 +313,24 @@ class _Spill:
       return self.count(f"SELECT COUNT(*) {where}")
     return [r[0] for r in self.db.execute(
         f"SELECT p.prompt_id {where} ORDER BY p.ord LIMIT {int(limit)}")]
+
+  def mismatched(self, i: int, limit: int | None = None):
+    """Completions of source i whose own prompt turns differ from the prompt
+    set's: count, or the first ids."""
+    where = ("FROM c{i} c JOIN prompts p ON p.prompt_id = c.prompt_id "
+             "WHERE c.prompt_hash IS NOT NULL AND c.prompt_hash != p.prompt_hash"
+             ).format(i=i)
+    if limit is None:
+      return self.count(f"SELECT COUNT(*) {where}")
+    return [r[0] for r in self.db.execute(
+        f"SELECT p.prompt_id {where} ORDER BY p.ord LIMIT {int(limit)}")]
+
+  def drop_mismatched(self, i: int) -> None:
+    """Removes the prompts whose source-i prompt turns differ."""
+    self.db.execute(
+        f"DELETE FROM prompts WHERE prompt_id IN (SELECT c.prompt_id FROM c{i} c "
+        "JOIN prompts p ON p.prompt_id = c.prompt_id WHERE c.prompt_hash IS NOT "
+        "NULL AND c.prompt_hash != p.prompt_hash)")
 
   def unmatched(self, i: int) -> int:
     """Completions of source i for no prompt of the prompt set."""
@@ -319,6 +350,18 @@ class _Spill:
     self.db.close()
     if os.path.exists(self.path):
       os.remove(self.path)
+
+
+PROMPT_MISMATCH_POLICIES = ("fail", "keep", "drop")
+
+
+def _prompt_hash(messages) -> str | None:
+  """Content hash of prompt turns (JSON text or list); None without any."""
+  if isinstance(messages, str):
+    messages = json.loads(messages)
+  if not messages:
+    return None
+  return records_lib.content_hash(list(messages))
 
 
 def _index_schema(filters: Sequence[str], sources: Sequence[str]):
@@ -416,6 +459,7 @@ def _write_joined(spill: _Spill, directory: str, names: list[str],
 def build_store(prompt_set: sources_lib.SourceSpec,
                 sources: Sequence[sources_lib.SourceSpec], store_dir: str, *,
                 missing: str = "fail", on_error: str = "fail",
+                prompt_mismatch: str = "keep",
                 force: bool = False) -> JoinedStore:
   """Builds (or reuses) the joined store for these inputs; returns it.
 
@@ -432,9 +476,15 @@ def build_store(prompt_set: sources_lib.SourceSpec,
     raise ValueError(f"sources must be non-empty with unique names, got {names}")
   fallback = check_missing_policy(missing, names)
   records_lib.check_policy(on_error)
+  if prompt_mismatch not in PROMPT_MISMATCH_POLICIES:
+    raise ValueError(f"prompt_mismatch={prompt_mismatch!r}: must be one of "
+                     f"{PROMPT_MISMATCH_POLICIES}")
   stored_filters = filters_lib.registered()
   fp, inputs = fingerprint(prompt_set, sources, missing=missing,
                            on_error=on_error, filters=stored_filters)
+  if prompt_mismatch != "keep":  # Old stores keep their fingerprint.
+    inputs["prompt_mismatch"] = prompt_mismatch
+    fp = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
   final = os.path.join(store_dir, fp)
   if os.path.exists(os.path.join(final, META_FILE)) and not force:
     return JoinedStore(final)
@@ -461,6 +511,20 @@ def build_store(prompt_set: sources_lib.SourceSpec,
                    spec.uri(), reports[spec.name].records, time.perf_counter() - t1)
     t1 = time.perf_counter()
 
+    mismatch = {"policy": prompt_mismatch,
+                "count": {s: spill.mismatched(i) for i, s in enumerate(names)},
+                "examples": {s: spill.mismatched(i, limit=3)
+                             for i, s in enumerate(names)}}
+    if prompt_mismatch == "fail" and any(mismatch["count"].values()):
+      raise CoverageError(
+          "source records carry prompt turns that differ from the prompt set's "
+          "for the same prompt_id (prompt_mismatch='fail'; 'keep' counts and "
+          "keeps them, 'drop' drops the prompts): " + "; ".join(
+              f"{s}: {n}, e.g. {mismatch['examples'][s]}"
+              for s, n in mismatch["count"].items() if n))
+    if prompt_mismatch == "drop":
+      for i in range(len(names)):
+        spill.drop_mismatched(i)
     num_in = spill.num_prompts()
     lacking = {s: spill.lacking(i) for i, s in enumerate(names)}
     if missing == "fail" and any(lacking.values()):
@@ -507,6 +571,7 @@ def build_store(prompt_set: sources_lib.SourceSpec,
         "subsets": sorted(subset_counts),
         "subset_counts": subset_counts,
         "coverage": coverage,
+        "prompt_mismatch": mismatch,
         "prompt_id_provenance": {
             "prompt_set": provenance,
             "sources": {s: dict(r.provenance) for s, r in reports.items()}},

@@ -13,12 +13,17 @@ Fields:
   trainable_tokens, fraction_trainable_tokens
                            {source: tokens the loss mask trains}, when a
                            tokenizer is given (null otherwise, with the reason)
-  tokenization             max_len / overlong policy, truncated/dropped counts
+  tokenization             max_len / overlong / on_error policy, what is
+                           trained, the chat template (origin, sha256,
+                           template_kwargs, pinned date), truncated/dropped
+                           counts, per-record failures by reason
   selection_hash           sha256 of sorted `prompt_id\tsource` lines (dropped
                            prompts as `-`): same hash = same mixture
   store                    path, fingerprint and input fingerprints of the store
   prompt_id_provenance     id field vs content hash, per input
   coverage, skipped        the store's coverage counts and per-input skip counts
+  prompt_mismatch          source records whose own prompt turns differ from
+                           the prompt set's (policy, count, first ids)
   split                    train/eval example counts when a held-out slice exists
 """
 
@@ -50,25 +55,54 @@ def selection_hash(prompt_ids: np.ndarray, chosen: np.ndarray,
 
 
 def conversation(record: dict[str, Any], source: str) -> list[dict[str, str]]:
-  """Prompt turns + the chosen source's completion: what gets trained on."""
+  """Prompt turns + the chosen source's completion: what gets tokenized."""
   return list(record["prompt"]) + list(record["completions"][source])
 
 
+def pipeline_record(record: dict[str, Any], source: str) -> dict[str, Any]:
+  """The pipeline's record: the conversation, where its completion starts
+  (only the completion is trained unless train_all_assistant), tools."""
+  out = {"messages": conversation(record, source),
+         "num_prompt_turns": len(record["prompt"]),
+         "prompt_id": record["prompt_id"], "source": source,
+         "subset": record["subset"]}
+  if record.get("tools") is not None:
+    out["tools"] = record["tools"]
+  return out
+
+
 def trainable_tokens(store: joined_lib.JoinedStore, chosen: np.ndarray,
-                     tokenizer, *, max_len: int | None, overlong: str
-                     ) -> tuple[dict[str, int], dict[str, int]]:
-  """Trained-token count per source over the selection (+ truncation counts)."""
-  from sftdiff.data import chat
+                     tokenizer, *, max_len: int | None, overlong: str,
+                     on_error: str = "fail", train_all_assistant: bool = False
+                     ) -> tuple[dict[str, int], dict[str, Any]]:
+  """Trained-token count per source over the selection, counting exactly the
+  tokens the pipeline trains (+ truncation counts, failures by reason)."""
+  from sftdiff.data import pipeline
   sources = store.sources
   per_source = {s: 0 for s in sources}
-  counts = {"truncated": 0, "dropped_overlong": 0}
+  counts: dict[str, Any] = {"truncated": 0, "dropped_overlong": 0,
+                            "failed": 0, "failed_by_reason": {},
+                            "failed_examples": []}
   picked = np.flatnonzero(chosen != arms_lib.DROP)
   for start in range(0, len(picked), 512):
     idx = picked[start:start + 512]
     for i, record in zip(idx, store.read(idx)):
       src = sources[chosen[i]]
-      ex = chat.tokenize_with_assistant_mask(
-          tokenizer, conversation(record, src), max_len=max_len, overlong=overlong)
+      rec = pipeline_record(record, src)
+      try:
+        ex = pipeline.tokenize_record(tokenizer, rec, max_len=max_len,
+                                      overlong=overlong,
+                                      train_all_assistant=train_all_assistant)
+      except pipeline.RECORD_ERRORS as e:
+        if on_error != "skip":
+          raise type(e)(f"prompt_id={rec['prompt_id']!r} source={src!r}: {e}") from e
+        reason = pipeline.failure_reason(e)
+        counts["failed"] += 1
+        counts["failed_by_reason"][reason] = counts["failed_by_reason"].get(reason, 0) + 1
+        if len(counts["failed_examples"]) < 5:
+          counts["failed_examples"].append(
+              f"prompt_id={rec['prompt_id']!r} source={src!r}: {e}"[:300])
+        continue
       if ex is None:
         counts["dropped_overlong"] += 1
         continue
@@ -97,7 +131,9 @@ def build_manifest(arm: arms_lib.ArmLike, store: joined_lib.JoinedStore,
                    chosen: np.ndarray, *, arm_name: str | None = None,
                    tokenizer=None, max_len: int | None = None,
                    overlong: str = "truncate",
-                   split: dict[str, int] | None = None) -> dict[str, Any]:
+                   split: dict[str, int] | None = None,
+                   on_error: str = "fail",
+                   train_all_assistant: bool = False) -> dict[str, Any]:
   arm = arms_lib.as_arm(arm)
   sources = store.sources
   cols = store.columns(["prompt_id", "subset"])
@@ -130,6 +166,7 @@ def build_manifest(arm: arms_lib.ArmLike, store: joined_lib.JoinedStore,
                 "inputs": store.meta["inputs"]},
       "prompt_id_provenance": store.meta["prompt_id_provenance"],
       "coverage": store.meta["coverage"],
+      "prompt_mismatch": store.meta.get("prompt_mismatch"),
       "skipped": {k: {"num_skipped": v["num_skipped"], "by_reason": v["skipped"]}
                   for k, v in store.meta["read_reports"].items()},
       "filter_checks": store.meta.get("filter_checks", {}),
@@ -142,13 +179,18 @@ def build_manifest(arm: arms_lib.ArmLike, store: joined_lib.JoinedStore,
     manifest["tokenization"] = {"skipped": "no tokenizer given"}
   else:
     # By the trained source: a fallback-filled completion is its text.
-    per_source, tcounts = trainable_tokens(store, trained, tokenizer,
-                                           max_len=max_len, overlong=overlong)
+    per_source, tcounts = trainable_tokens(
+        store, trained, tokenizer, max_len=max_len, overlong=overlong,
+        on_error=on_error, train_all_assistant=train_all_assistant)
     total = sum(per_source.values())
     manifest["trainable_tokens"] = per_source
     manifest["fraction_trainable_tokens"] = {
         s: (n / total if total else 0.0) for s, n in per_source.items()}
-    manifest["tokenization"] = {"max_len": max_len, "overlong": overlong, **tcounts}
+    manifest["tokenization"] = {
+        "max_len": max_len, "overlong": overlong, "on_error": on_error,
+        "trained": ("every assistant turn" if train_all_assistant
+                    else "the source's completion turns"),
+        "chat_template": tokenizer.template_record(), **tcounts}
   return manifest
 
 

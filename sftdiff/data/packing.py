@@ -24,9 +24,12 @@ from sftdiff.data.chat import TokenizedExample
 
 PACKING_MODES = ("first_fit", "best_fit", "none")
 SEQUENCE_FEATURES = ("input_ids", "target_ids", "loss_mask")
-COUNTER_FEATURES = ("num_examples", "num_truncated", "num_dropped")
+COUNTER_FEATURES = ("num_examples", "num_truncated", "num_dropped",
+                    "num_failed")
 # Marks an example removed by the over-long policy; counted, never packed.
 DROPPED = {"dropped": True}
+# Marks a record skipped for a per-record error under on_error='skip'.
+FAILED = {"dropped": True, "failed": True}
 
 
 def shift_example(example: TokenizedExample) -> dict[str, Any]:
@@ -43,10 +46,11 @@ def shift_example(example: TokenizedExample) -> dict[str, Any]:
       "num_examples": 1,
       "num_truncated": int(example.truncated),
       "num_dropped": 0,
+      "num_failed": 0,
   }
 
 
-def _empty_element(num_dropped: int) -> dict[str, Any]:
+def _empty_element(num_dropped: int, num_failed: int) -> dict[str, Any]:
   empty = np.zeros((0,), dtype=np.int32)
   return {
       "input_ids": empty,
@@ -55,6 +59,7 @@ def _empty_element(num_dropped: int) -> dict[str, Any]:
       "num_examples": 0,
       "num_truncated": 0,
       "num_dropped": num_dropped,
+      "num_failed": num_failed,
   }
 
 
@@ -64,6 +69,7 @@ class _CountDropsIterator(grain.DatasetIterator):
   def __init__(self, parent: grain.DatasetIterator):
     super().__init__(parent)
     self._pending = 0
+    self._pending_failed = 0
     self._exhausted = False
 
   def __next__(self):
@@ -71,30 +77,37 @@ class _CountDropsIterator(grain.DatasetIterator):
       try:
         element = next(self._parent)
       except StopIteration:
-        if self._pending and not self._exhausted:
+        if (self._pending or self._pending_failed) and not self._exhausted:
           # Report drops at the very end as an empty (zero-token) element.
           self._exhausted = True
-          pending, self._pending = self._pending, 0
-          return _empty_element(pending)
+          element = _empty_element(self._pending, self._pending_failed)
+          self._pending = self._pending_failed = 0
+          return element
         raise
+      if element.get("failed", False):
+        self._pending_failed += 1
+        continue
       if element.get("dropped", False):
         self._pending += 1
         continue
       element = dict(element)
       element["num_dropped"] = element.get("num_dropped", 0) + self._pending
-      self._pending = 0
+      element["num_failed"] = element.get("num_failed", 0) + self._pending_failed
+      self._pending = self._pending_failed = 0
       return element
 
   def get_state(self):
     return {
         "parent": self._parent.get_state(),
         "pending": self._pending,
+        "pending_failed": self._pending_failed,
         "exhausted": self._exhausted,
     }
 
   def set_state(self, state):
     self._parent.set_state(state["parent"])
     self._pending = state["pending"]
+    self._pending_failed = state.get("pending_failed", 0)
     self._exhausted = state["exhausted"]
 
 

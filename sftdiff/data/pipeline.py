@@ -54,6 +54,7 @@ class PipelineStats:
   examples: int = 0  # packed into rows (truncated ones included)
   truncated: int = 0
   dropped: int = 0  # over-long, removed by overlong='drop'
+  failed: int = 0  # per-record errors skipped under on_error='skip'
   tokens: int = 0  # non-padding input positions
   trainable_tokens: int = 0  # positions whose target is trained
 
@@ -61,18 +62,58 @@ class PipelineStats:
     return dataclasses.asdict(self)
 
 
-class TokenizeRecord:
-  """Record → shifted example (see packing.shift_example) or DROPPED.
+# Per-record failures (counted by these reasons in the manifest).
+RECORD_ERRORS = (
+    chat.MessageFormatError,
+    chat.MaskError,
+    tokenizer_lib.ChatTemplateError,
+)
 
+
+def failure_reason(error: Exception) -> str:
+  return {chat.MessageFormatError: "message_format",
+          chat.MaskError: "mask",
+          tokenizer_lib.ChatTemplateError: "template"}.get(type(error), "tokenization")
+
+
+def record_turns(record: dict[str, Any], train_all_assistant: bool
+                 ) -> list[int] | None:
+  """Indices of the assistant messages to train: the completion's (messages
+  from `num_prompt_turns` on), or every one with `train_all_assistant`."""
+  n = record.get("num_prompt_turns")
+  if train_all_assistant or n is None:
+    return None
+  return list(range(int(n), len(record["messages"])))
+
+
+def tokenize_record(tokenizer, record: dict[str, Any], *, max_len, overlong,
+                    train_all_assistant: bool = False):
+  """A pipeline record → TokenizedExample | None (see chat)."""
+  tools = record.get("tools")
+  return chat.tokenize_with_assistant_mask(
+      tokenizer, record["messages"], max_len=max_len, overlong=overlong,
+      trained_turns=record_turns(record, train_all_assistant),
+      tools=list(tools) if tools is not None else None)
+
+
+class TokenizeRecord:
+  """Record → shifted example (see packing.shift_example), DROPPED or FAILED.
+
+  A record's `num_prompt_turns` (if present) says where the trained
+  completion starts. A per-record error re-raises (naming the record) under
+  `on_error='fail'` and becomes FAILED (counted) under `'skip'`.
   A class (not a closure) so that multiprocess workers can pickle it.
   """
 
   def __init__(
-      self, tokenizer: tokenizer_lib.ChatTokenizer, max_len: int, overlong: str
+      self, tokenizer: tokenizer_lib.ChatTokenizer, max_len: int, overlong: str,
+      on_error: str = "fail", train_all_assistant: bool = False,
   ):
     self._tokenizer = tokenizer
     self._max_len = max_len
     self._overlong = overlong
+    self._on_error = on_error
+    self._train_all = train_all_assistant
 
   def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(record, dict) or "messages" not in record:
@@ -81,17 +122,12 @@ class TokenizeRecord:
           "'messages'"
       )
     try:
-      example = chat.tokenize_with_assistant_mask(
-          self._tokenizer,
-          record["messages"],
-          max_len=self._max_len,
-          overlong=self._overlong,
-      )
-    except (
-        chat.MessageFormatError,
-        chat.TemplateNotPrefixConsistentError,
-        tokenizer_lib.ChatTemplateError,
-    ) as e:
+      example = tokenize_record(
+          self._tokenizer, record, max_len=self._max_len,
+          overlong=self._overlong, train_all_assistant=self._train_all)
+    except RECORD_ERRORS as e:
+      if self._on_error == "skip":
+        return dict(packing_lib.FAILED)
       raise type(e)(f"pipeline record {_describe(record)}: {e}") from e
     if example is None:
       return dict(packing_lib.DROPPED)
@@ -138,6 +174,7 @@ class _StatsIterator(grain.DatasetIterator):
     s.examples += int(batch["num_examples"].sum())
     s.truncated += int(batch["num_truncated"].sum())
     s.dropped += int(batch["num_dropped"].sum())
+    s.failed += int(batch["num_failed"].sum())
     s.tokens += int(np.count_nonzero(batch["segment_ids"]))
     s.trainable_tokens += int(batch["loss_mask"].sum())
     return {k: batch[k] for k in BATCH_FEATURES}
@@ -147,7 +184,7 @@ class _StatsIterator(grain.DatasetIterator):
 
   def set_state(self, state):
     self._parent.set_state(state["parent"])
-    self.stats = PipelineStats(**state["stats"])
+    self.stats = PipelineStats(**{"failed": 0, **state["stats"]})
 
   def close(self):
     close = getattr(self._parent, "close", None)
@@ -178,6 +215,8 @@ def make_batches(
     num_epochs: int | None = None,
     worker_count: int = 0,
     num_packing_bins: int | None = None,
+    on_error: str = "fail",
+    train_all_assistant: bool = False,
 ) -> grain.IterDataset:
   """Packed training batches; `iter()` of it has `.stats` (PipelineStats).
 
@@ -221,13 +260,17 @@ def make_batches(
     raise ValueError(f"make_batches: num_epochs={num_epochs} must be >= 1")
   if worker_count < 0:
     raise ValueError(f"make_batches: worker_count={worker_count} must be >= 0")
+  if on_error not in ("fail", "skip"):
+    raise ValueError(f"make_batches: on_error={on_error!r}: expected 'fail' "
+                     "or 'skip'")
 
   # repeat() re-seeds the upstream shuffle every epoch; the slice takes this
   # process's share of each epoch's permutation.
   ds = records.shuffle(seed=seed)[shard_index::shard_count]
   ds = ds.repeat(num_epochs)
   # seq_len + 1 tokens give seq_len (input, target) pairs.
-  ds = ds.map(TokenizeRecord(tokenizer, seq_len + 1, overlong))
+  ds = ds.map(TokenizeRecord(tokenizer, seq_len + 1, overlong, on_error,
+                            train_all_assistant))
   rows = packing_lib.pack(
       ds.to_iter_dataset(),
       seq_len=seq_len,

@@ -1,6 +1,11 @@
 """Canonical record schema for prompt sets and rollout sources, and its validation.
 
-Canonical message: `{"role": "system"|"user"|"assistant"|"tool", "content": str}`.
+Canonical message (OpenAI chat shape): `{"role": "system"|"user"|"assistant"|"tool",
+"content": str}` plus, where present, `tool_calls`, `tool_call_id`, `name`,
+`reasoning_content` (kept and passed to the chat template). `content` may be
+null with `tool_calls`; OpenAI text parts (`[{"type": "text", "text": ...}]`)
+are joined; any other part is an error naming file:line. Prompt rows may carry
+`tools` (kept on the prompt record).
 
 Prompt record: `{prompt_id, messages, subset, meta}` — `messages` are the turns
 before the trained reply.
@@ -104,9 +109,35 @@ def parse_json_line(line: str, where: str) -> dict[str, Any]:
   return row
 
 
+# Message keys kept and passed to the chat template (OpenAI chat shape).
+MESSAGE_KEYS = ("tool_calls", "tool_call_id", "name", "reasoning_content")
+
+
+def _text_content(content: Any, where: str, field: str) -> str | None:
+  """A string, or OpenAI text parts joined; other parts are errors."""
+  if content is None or isinstance(content, str):
+    return content
+  if isinstance(content, (list, tuple)):
+    texts = []
+    for j, part in enumerate(content):
+      if not (isinstance(part, Mapping) and part.get("type") == "text"
+              and isinstance(part.get("text"), str)):
+        kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+        raise DataValidationError(
+            where, "non_text_content",
+            f"{field}.content[{j}] is a {kind!r} part; only text parts "
+            "({'type': 'text', 'text': ...}) can be trained on")
+      texts.append(part["text"])
+    return "".join(texts)
+  raise DataValidationError(where, "missing_field",
+                            f"{field}.content must be a string or text parts")
+
+
 def validate_messages(messages: Any, where: str, *,
-                      field: str = "messages") -> list[dict[str, str]]:
-  """Checks a list of canonical messages; returns plain `{role, content}` dicts."""
+                      field: str = "messages") -> list[dict[str, Any]]:
+  """Checks canonical messages; returns `{role, content}` dicts plus whichever
+  of MESSAGE_KEYS a message has (absent keys stay absent: templates test
+  `'tool_calls' in message`). `content` may be null only with `tool_calls`."""
   if not isinstance(messages, (list, tuple)) or not messages:
     raise DataValidationError(where, "missing_field",
                               f"field {field!r} must be a non-empty list of messages")
@@ -115,22 +146,32 @@ def validate_messages(messages: Any, where: str, *,
     if not isinstance(m, Mapping):
       raise DataValidationError(where, "missing_field",
                                 f"{field}[{i}] is not an object")
-    for key in ("role", "content"):
-      if key not in m or m[key] is None:
-        raise DataValidationError(where, "missing_field",
-                                  f"{field}[{i}] is missing field {key!r}")
-    role, content = m["role"], m["content"]
+    if m.get("role") is None:
+      raise DataValidationError(where, "missing_field",
+                                f"{field}[{i}] is missing field 'role'")
+    role = m["role"]
     if role not in ROLES:
       raise DataValidationError(where, "unknown_role",
                                 f"{field}[{i}] has unknown role {role!r} "
                                 f"(expected one of {', '.join(ROLES)})")
-    if not isinstance(content, str):
+    tool_calls = m.get("tool_calls")
+    if tool_calls is not None and not isinstance(tool_calls, (list, tuple)):
       raise DataValidationError(where, "missing_field",
-                                f"{field}[{i}].content must be a string")
-    if role == "assistant" and not content.strip():
+                                f"{field}[{i}].tool_calls must be a list")
+    content = _text_content(m.get("content"), where, f"{field}[{i}]")
+    if content is None and not tool_calls:
+      raise DataValidationError(where, "missing_field",
+                                f"{field}[{i}] is missing field 'content'")
+    if (role == "assistant" and not (content or "").strip() and not tool_calls
+        and not m.get("reasoning_content")):
       raise DataValidationError(where, "empty_assistant",
                                 f"{field}[{i}] is an assistant turn with empty content")
-    out.append({"role": role, "content": content})
+    # null content with tool_calls renders as "" (templates concatenate it).
+    message = {"role": role, "content": content if content is not None else ""}
+    for key in MESSAGE_KEYS:
+      if m.get(key) is not None:
+        message[key] = list(m[key]) if key == "tool_calls" else m[key]
+    out.append(message)
   return out
 
 
@@ -166,7 +207,18 @@ def _prompt_id(row: Mapping[str, Any], prompt: list[dict[str, str]],
   return content_hash(prompt), PROVENANCE_CONTENT_HASH
 
 
-_RESERVED = {"prompt_id", "id", "messages", "completion", "prompt", "subset"}
+_RESERVED = {"prompt_id", "id", "messages", "completion", "prompt", "subset",
+             "tools"}
+
+
+def _tools(row: Mapping[str, Any], where: str) -> list | None:
+  tools = row.get("tools")
+  if tools is None:
+    return None
+  if not isinstance(tools, (list, tuple)):
+    raise DataValidationError(where, "missing_field",
+                              "field 'tools' must be a list of tool schemas")
+  return list(tools)
 
 
 def _meta(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -228,8 +280,12 @@ def to_prompt_record(row: Mapping[str, Any], where: str
     raise DataValidationError(where, "missing_field",
                               "missing field 'messages' (or a non-empty 'prompt')")
   prompt_id, provenance = _prompt_id(row, prompt, where)
-  return ({"prompt_id": prompt_id, "messages": prompt, "subset": _subset(row),
-           "meta": _meta(row)}, provenance)
+  record = {"prompt_id": prompt_id, "messages": prompt, "subset": _subset(row),
+            "meta": _meta(row)}
+  tools = _tools(row, where)
+  if tools is not None:
+    record["tools"] = tools
+  return record, provenance
 
 
 # SQLite page cache of the duplicate-id spill, in KiB.

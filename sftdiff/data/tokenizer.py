@@ -1,9 +1,18 @@
 """Hugging Face tokenizer + chat template, loaded without transformers/torch.
 
 `ChatTokenizer.from_dir(path)` reads `tokenizer.json` with the `tokenizers`
-library and renders conversations with the jinja `chat_template` from
-`tokenizer_config.json` (or `chat_template.jinja`), in a sandboxed environment
-with the same globals and filters that transformers gives templates.
+library and renders conversations with the jinja chat template, in a sandboxed
+environment with the same globals and filters that transformers gives
+templates. The template is, as in transformers, `chat_template.jinja` when
+present, else `tokenizer_config.json`'s `chat_template`; a `chat_template=`
+argument (gin: `chat_tokenizer.chat_template`) overrides both with a shipped
+template name (`sftdiff/data/templates/<name>.jinja`) or a `.jinja` file, which
+is how a base checkpoint without a template gets one.
+
+Rendering is deterministic: `strftime_now` (Llama 3.x templates) renders the
+pinned `date` (default DEFAULT_DATE), never the wall clock; template keyword
+arguments (`enable_thinking`, `date_string`, ...) are fixed per tokenizer
+(`template_kwargs`) and recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -11,9 +20,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import hashlib
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
+
+import gin
 
 import jinja2
 from jinja2 import ext as jinja_ext
@@ -74,8 +86,34 @@ def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False
   )
 
 
-def _strftime_now(fmt):
-  return datetime.datetime.now().strftime(fmt)
+# The date templates see (`strftime_now`) unless `date` is given: fixed, so a
+# record tokenizes the same on every day.
+DEFAULT_DATE = "2024-07-26"
+TEMPLATES_DIR = os.path.join(os.path.dirname(__file__), "templates")
+
+
+def shipped_templates() -> list[str]:
+  return sorted(f[:-len(".jinja")] for f in os.listdir(TEMPLATES_DIR)
+                if f.endswith(".jinja"))
+
+
+def resolve_chat_template(name_or_path: str) -> tuple[str, str]:
+  """(template source, where it came from) for a shipped name or a file."""
+  shipped = os.path.join(TEMPLATES_DIR, f"{name_or_path}.jinja")
+  path = shipped if os.path.isfile(shipped) else name_or_path
+  if not os.path.isfile(path):
+    raise TokenizerFormatError(
+        f"chat_template={name_or_path!r}: neither a shipped template "
+        f"({', '.join(shipped_templates())}) nor a file")
+  with open(path) as f:
+    source = f.read()
+  return source, (f"shipped:{name_or_path}" if path == shipped
+                  else os.path.abspath(path))
+
+
+def _pinned_strftime(date: str):
+  when = datetime.datetime.strptime(date, "%Y-%m-%d")
+  return lambda fmt: when.strftime(fmt)
 
 
 @functools.lru_cache(maxsize=32)
@@ -87,7 +125,7 @@ def _compile_template(source: str) -> jinja2.Template:
   )
   env.filters["tojson"] = _tojson
   env.globals["raise_exception"] = _raise_exception
-  env.globals["strftime_now"] = _strftime_now
+  env.globals["strftime_now"] = _pinned_strftime(DEFAULT_DATE)
   return env.from_string(source)
 
 
@@ -138,9 +176,16 @@ class ChatTokenizer:
   eos_id: int
   pad_id: int
   stop_ids: tuple[int, ...]
+  template_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  date: str = DEFAULT_DATE
+  template_origin: str = "tokenizer_config.json"
 
   @classmethod
-  def from_dir(cls, path: str) -> "ChatTokenizer":
+  def from_dir(cls, path: str, chat_template: str | None = None,
+               template_kwargs: Mapping[str, Any] | None = None,
+               date: str = DEFAULT_DATE) -> "ChatTokenizer":
+    """`chat_template`: a shipped name or a `.jinja` path overriding the
+    directory's own template; `template_kwargs` go to every render."""
     path = os.fspath(path)
     tok_file = os.path.join(path, "tokenizer.json")
     cfg_file = os.path.join(path, "tokenizer_config.json")
@@ -158,17 +203,21 @@ class ChatTokenizer:
     except json.JSONDecodeError as e:
       raise TokenizerFormatError(f"{cfg_file}: invalid JSON: {e}") from e
 
+    # transformers' precedence: chat_template.jinja over the config's field.
+    origin = "tokenizer_config.json"
+    chosen = chat_template
     chat_template = config.get("chat_template")
     jinja_file = os.path.join(path, "chat_template.jinja")
-    if chat_template is None and os.path.isfile(jinja_file):
+    if os.path.isfile(jinja_file):
       with open(jinja_file) as f:
-        chat_template = f.read()
+        chat_template, origin = f.read(), "chat_template.jinja"
+    if chosen is not None:
+      chat_template, origin = resolve_chat_template(chosen)
     if not chat_template:
       raise TokenizerFormatError(
-          f"{path}: no chat_template in tokenizer_config.json and no "
-          "chat_template.jinja"
-      )
-
+          f"{path}: the tokenizer has no chat template (a base checkpoint?): "
+          "choose one with --gin.chat_tokenizer.chat_template='NAME' (shipped: "
+          f"{', '.join(shipped_templates())}) or a path to a .jinja file")
     special = {
         k: _token_content(config.get(k))
         for k in ("bos_token", "eos_token", "pad_token", "unk_token")
@@ -204,7 +253,31 @@ class ChatTokenizer:
         eos_id=eos_id,
         pad_id=pad_id,
         stop_ids=stop_ids,
+        template_kwargs=dict(template_kwargs or {}),
+        date=_checked_date(date),
+        template_origin=origin,
     )
+
+  def template_record(self) -> dict[str, Any]:
+    """What the manifest records of the chat format."""
+    source = self.chat_template if isinstance(self.chat_template, str) else (
+        json.dumps(self.chat_template, sort_keys=True))
+    return {"origin": self.template_origin,
+            "sha256": hashlib.sha256(source.encode("utf-8")).hexdigest(),
+            "template_kwargs": dict(self.template_kwargs), "date": self.date}
+
+  def write_chat_template(self, directory: str) -> None:
+    """Makes `directory`'s tokenizer files carry this tokenizer's template
+    (the exported checkpoint then renders as it was trained)."""
+    cfg_file = os.path.join(directory, "tokenizer_config.json")
+    with open(cfg_file) as f:
+      config = json.load(f)
+    config["chat_template"] = self.chat_template
+    from sftdiff import strict_json  # pylint: disable=g-import-not-at-top
+    strict_json.dump(config, cfg_file)
+    jinja_file = os.path.join(directory, "chat_template.jinja")
+    if os.path.isfile(jinja_file):  # It would take precedence.
+      os.remove(jinja_file)
 
   @property
   def vocab_size(self) -> int:
@@ -239,8 +312,7 @@ class ChatTokenizer:
           messages=list(messages),
           tools=tools,
           add_generation_prompt=add_generation_prompt,
-          **self.special_tokens,
-          **template_kwargs,
+          **self._render_context(template_kwargs),
       )
     except Exception as e:
       bad = self._first_failing_message(
@@ -250,6 +322,10 @@ class ChatTokenizer:
           f"{self.path}: chat_template failed at messages[{bad}] (role "
           f"{_role_of(messages[: bad + 1])!r}): {type(e).__name__}: {e}"
       ) from e
+
+  def _render_context(self, extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {**self.special_tokens, "strftime_now": _pinned_strftime(self.date),
+            **self.template_kwargs, **extra}
 
   def _first_failing_message(
       self, template, messages, tools, add_generation_prompt, kwargs
@@ -261,8 +337,7 @@ class ChatTokenizer:
             messages=list(messages[:k]),
             tools=tools,
             add_generation_prompt=add_generation_prompt,
-            **self.special_tokens,
-            **kwargs,
+            **self._render_context(kwargs),
         )
       except Exception:  # pylint: disable=broad-except
         return k - 1
@@ -295,6 +370,36 @@ class ChatTokenizer:
         )
       messages = [{"role": "system", "content": system_prompt}] + messages
     return self.encode(self.render(messages, add_generation_prompt=True))
+
+
+def _checked_date(date: str) -> str:
+  try:
+    datetime.datetime.strptime(date, "%Y-%m-%d")
+  except (TypeError, ValueError):
+    raise TokenizerFormatError(
+        f"chat_tokenizer.date={date!r}: expected YYYY-MM-DD") from None
+  return date
+
+
+def _load_tokenizer(path: str, chat_template: str | None = None,
+                   template_kwargs: Mapping[str, Any] | None = None,
+                   date: str = DEFAULT_DATE) -> ChatTokenizer:
+  """The binaries' tokenizer loader; gin chooses the template and its kwargs:
+
+      chat_tokenizer.chat_template = 'qwen3'        # or '/path/to/t.jinja'
+      chat_tokenizer.template_kwargs = {'enable_thinking': True}
+      chat_tokenizer.date = '2024-07-26'            # what strftime_now renders
+  """
+  return ChatTokenizer.from_dir(path, chat_template=chat_template,
+                                template_kwargs=template_kwargs, date=date)
+
+
+# Binaries that import this module only after parsing their gin config (the
+# data CLI) still load; binding `chat_tokenizer.*` needs it imported before
+# parsing (the trainer does).
+with gin.unlock_config():
+  load_tokenizer = gin.configurable("chat_tokenizer", denylist=["path"])(
+      _load_tokenizer)
 
 
 def _role_of(messages) -> Any:

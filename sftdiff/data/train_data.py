@@ -16,6 +16,7 @@ Declaring data in gin (see `gin/data/example.gin`)::
                                                     # <data_dir>/joined_store)
     train_data.DataConfig.missing = 'fail'          # | 'drop_prompt' | 'fallback:alt'
     train_data.DataConfig.on_error = 'fail'         # | 'skip' (counted)
+    train_data.DataConfig.prompt_mismatch = 'keep'  # | 'fail' | 'drop' (counted)
     train_data.DataConfig.labels_files = {'my_filter': 'labels.jsonl'}
     # or with its policies (filters.register_labels_file's keywords):
     #   {'my_filter': {'path': 'labels.jsonl', 'unknown': 'ignore',
@@ -71,6 +72,9 @@ class DataConfig:
   data_dir: str | None = None
   missing: str = "fail"
   on_error: str = "fail"
+  # Source records whose own prompt turns differ from the prompt set's:
+  # 'fail' | 'keep' (counted) | 'drop' (the prompt).
+  prompt_mismatch: str = "keep"
   labels_files: Mapping[str, str] = dataclasses.field(default_factory=dict)
   regex_filters: Mapping[str, str] = dataclasses.field(default_factory=dict)
   import_modules: Sequence[str] = ()
@@ -142,7 +146,8 @@ class DataConfig:
     self.register_filters()
     return joined_lib.build_store(self.prompt_spec(), self.source_specs(),
                                   store_dir, missing=self.missing,
-                                  on_error=self.on_error, force=force)
+                                  on_error=self.on_error,
+                                  prompt_mismatch=self.prompt_mismatch, force=force)
 
 
 def _filter_kwargs(field: str, name: str, value: Any, main: str,
@@ -192,10 +197,7 @@ class ArmRecords:
 
   def __getitem__(self, i: int) -> dict[str, Any]:
     record = self._store[self._indices[i]]
-    source = self._sources[self._chosen[i]]
-    return {"messages": manifest_lib.conversation(record, source),
-            "prompt_id": record["prompt_id"], "source": source,
-            "subset": record["subset"]}
+    return manifest_lib.pipeline_record(record, self._sources[self._chosen[i]])
 
 
 @dataclasses.dataclass
@@ -234,10 +236,15 @@ def make_train_data(tokenizer, *, arm: str, seq_len: int, batch_size: int,
                     eval_fraction: float = 0.02, packing: str = "first_fit",
                     overlong: str = "truncate", worker_count: int = 0,
                     num_epochs: int | None = None,
-                    arm_name: str | None = None) -> TrainData:
+                    arm_name: str | None = None,
+                    train_all_assistant: bool = False) -> TrainData:
   """Builds the arm's mixture and its Grain pipeline (see module docstring).
 
   `store_dir` / `sources` override the DataConfig fields of the same name.
+  Only the chosen source's completion turns are trained unless
+  `train_all_assistant` (then the prompt's assistant turns too). Per-record
+  tokenization failures follow `DataConfig.on_error` (counted by reason in
+  the manifest under 'skip').
   The manifest is written to `manifest_dir/manifest.json` by shard 0.
   """
   from sftdiff.data import pipeline
@@ -259,7 +266,8 @@ def make_train_data(tokenizer, *, arm: str, seq_len: int, batch_size: int,
       arm, store, chosen, arm_name=arm_name, tokenizer=tokenizer,
       max_len=seq_len + 1, overlong=overlong,
       split={"train": int(len(train_idx)), "eval": int(len(eval_idx)),
-             "eval_fraction": eval_fraction})
+             "eval_fraction": eval_fraction},
+      on_error=data.on_error, train_all_assistant=train_all_assistant)
   if manifest_dir and shard_index == 0:
     manifest_lib.write_manifest(manifest_dir, manifest)
   store.clear_columns()  # Keep only the selection in memory while training.
@@ -271,7 +279,8 @@ def make_train_data(tokenizer, *, arm: str, seq_len: int, batch_size: int,
       grain.MapDataset.source(train_records), tokenizer, seq_len=seq_len,
       batch_size=batch_size, seed=seed, shard_index=shard_index,
       shard_count=shard_count, packing=packing, overlong=overlong,
-      num_epochs=num_epochs, worker_count=worker_count)
+      num_epochs=num_epochs, worker_count=worker_count,
+      on_error=data.on_error, train_all_assistant=train_all_assistant)
 
   def make_eval() -> list[dict[str, np.ndarray]]:
     if len(eval_records) < shard_count:
@@ -280,7 +289,8 @@ def make_train_data(tokenizer, *, arm: str, seq_len: int, batch_size: int,
         grain.MapDataset.source(eval_records), tokenizer, seq_len=seq_len,
         batch_size=batch_size, seed=seed, shard_index=shard_index,
         shard_count=shard_count, packing=packing, overlong=overlong,
-        num_epochs=1, worker_count=0))
+        num_epochs=1, worker_count=0, on_error=data.on_error,
+        train_all_assistant=train_all_assistant))
 
   return TrainData(train=iter(train), manifest=manifest, store=store,
                    train_records=train_records, eval_records=eval_records,

@@ -23,6 +23,8 @@ import numpy as np
 
 from sftdiff import strict_json
 from sftdiff import gin_utils
+# Registers `chat_tokenizer.*` (template choice) before gin files are parsed.
+from sftdiff.data import tokenizer as tokenizer_lib
 from sftdiff.models import config as model_config_lib
 from sftdiff.train import checkpoints
 from sftdiff.train import metrics as metrics_lib
@@ -76,8 +78,7 @@ def default_data_fn(*args, **kwargs):
 
 
 def _load_tokenizer(directory):
-  from sftdiff.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
-  return tokenizer_lib.ChatTokenizer.from_dir(str(directory))
+  return tokenizer_lib.load_tokenizer(str(directory))  # gin: chat_tokenizer.*
 
 
 def apply_model_overrides(cfg, overrides: Mapping[str, Any] | None):
@@ -173,6 +174,8 @@ def train(model_dir: str, *, initial_checkpoint: str = gin.REQUIRED, arm: str = 
     host_params = None
   if primary:
     checkpoints.copy_tokenizer(tok_dir, pathlib.Path(model_dir) / checkpoints.TOKENIZER)
+    # The template trained with (possibly chosen in gin) goes with the model.
+    tokenizer.write_chat_template(str(pathlib.Path(model_dir) / checkpoints.TOKENIZER))
     checkpoints.write_model_config(model_dir, cfg)
 
   tx, schedule = optim.make_optimizer(train_steps)

@@ -115,7 +115,8 @@ def test_counters_for_truncated_and_dropped():
   ]
   rows = _pack(elements, seq_len=6, packing="first_fit", num_packing_bins=2)
   total = {k: sum(int(r[k]) for r in rows) for k in packing.COUNTER_FEATURES}
-  assert total == {"num_examples": 3, "num_truncated": 2, "num_dropped": 3}
+  assert total == {"num_examples": 3, "num_truncated": 2, "num_dropped": 3,
+                   "num_failed": 0}
   assert sum(int((r["segment_ids"] > 0).sum()) for r in rows) == 4 + 3 + 5
 
 

@@ -112,7 +112,7 @@ def test_chat_template_jinja_file(tok_dir, tmp_path):
     [
         ("tokenizer.json", None, "missing tokenizer.json"),
         ("tokenizer_config.json", None, "missing tokenizer_config.json"),
-        (None, {"chat_template": None}, "no chat_template"),
+        (None, {"chat_template": None}, "chat_tokenizer.chat_template"),
         (None, {"eos_token": "<nope>"}, "eos_token '<nope>'"),
         (None, {"chat_template": 3}, "must be a string or a list"),
     ],
@@ -151,3 +151,46 @@ def test_template_syntax_error(tok_dir, tmp_path):
   tok = tokenizer_lib.ChatTokenizer.from_dir(str(d))
   with pytest.raises(tokenizer_lib.ChatTemplateError, match="syntax error"):
     tok.render(CONVERSATIONS[0])
+
+
+def test_chat_template_jinja_takes_precedence_as_in_transformers(tok_dir, tmp_path):
+  d = shutil.copytree(tok_dir, tmp_path / "both")
+  (d / "chat_template.jinja").write_text(
+      "{% for m in messages %}JINJA:{{ m.content }}{% endfor %}")
+  ours = tokenizer_lib.ChatTokenizer.from_dir(str(d)).render(CONVERSATIONS[0])
+  theirs = transformers.AutoTokenizer.from_pretrained(str(d)).apply_chat_template(
+      CONVERSATIONS[0], tokenize=False)
+  assert ours == theirs
+  assert ours.startswith("JINJA:")
+
+
+def test_base_tokenizer_gets_a_shipped_or_file_template(tok_dir, tmp_path):
+  d = shutil.copytree(tok_dir, tmp_path / "base")
+  cfg = json.loads((d / "tokenizer_config.json").read_text())
+  cfg.pop("chat_template")
+  (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+  with pytest.raises(tokenizer_lib.TokenizerFormatError, match="qwen3"):
+    tokenizer_lib.ChatTokenizer.from_dir(str(d))
+  tok = tokenizer_lib.ChatTokenizer.from_dir(str(d), chat_template="chatml")
+  assert tok.template_record()["origin"] == "shipped:chatml"
+  assert tok.render(CONVERSATIONS[0]).startswith("<|im_start|>user\n")
+  f = tmp_path / "mine.jinja"
+  f.write_text("{% for m in messages %}[{{ m.content }}]{% endfor %}")
+  tok = tokenizer_lib.ChatTokenizer.from_dir(str(d), chat_template=str(f))
+  assert tok.render(CONVERSATIONS[0]).startswith("[")
+  with pytest.raises(tokenizer_lib.TokenizerFormatError, match="neither a shipped"):
+    tokenizer_lib.ChatTokenizer.from_dir(str(d), chat_template="nope")
+  # Written into the tokenizer files (the exported checkpoint's), it loads back.
+  tok.write_chat_template(str(d))
+  again = tokenizer_lib.ChatTokenizer.from_dir(str(d))
+  assert again.render(CONVERSATIONS[0]) == tok.render(CONVERSATIONS[0])
+
+
+def test_strftime_now_renders_the_pinned_date_not_the_clock(tok_dir, tmp_path):
+  d = shutil.copytree(tok_dir, tmp_path / "date")
+  (d / "chat_template.jinja").write_text("{{ strftime_now('%d %b %Y') }}|{{ flag }}")
+  tok = tokenizer_lib.ChatTokenizer.from_dir(str(d), template_kwargs={"flag": 1})
+  assert tok.render(CONVERSATIONS[0]) == "26 Jul 2024|1"
+  tok = tokenizer_lib.ChatTokenizer.from_dir(str(d), date="2026-03-01")
+  assert tok.render(CONVERSATIONS[0]).startswith("01 Mar 2026")
+  assert tok.template_record()["date"] == "2026-03-01"
