@@ -1,11 +1,18 @@
 """Fixtures shared by the tokenizer and chat-mask tests: the test tokenizer,
 loaded by us and by transformers (the reference)."""
 
+import pathlib
+import sys
+
 import pytest
 import transformers
 
 from sftdiff.data import tokenizer as tokenizer_lib
 from sftdiff.testing import tokenizer as test_tokenizer
+
+# `real_tokenizers` (the real-vocabulary builders) sits beside this file;
+# --import-mode=importlib does not put test directories on sys.path.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="module")
