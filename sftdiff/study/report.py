@@ -69,11 +69,16 @@ def build_blocks(title: str, res: StudyResults, verdicts: Sequence[Verdict],
   b.append(_table(VERDICT_COLUMNS, [(v.trait, v.hypothesis, v.verdict, v.evidence,
                                      v.expected or "–", v.match or "–")
                                     for v in verdicts]))
-  checked = [v for v in verdicts if v.match]
-  if checked:
+  checked = [v for v in verdicts if v.match in ("match", "mismatch")]
+  unchecked = [v for v in verdicts if v.match == "unchecked"]
+  if checked or unchecked:
     ok = sum(v.match == "match" for v in checked)
-    b.append(("p", f"Ground truth: {ok}/{len(checked)} checked verdicts match "
-                   "the planted causes."))
+    line = f"Ground truth: {ok}/{len(checked)} checked verdicts match the planted causes."
+    if unchecked:
+      kinds = sorted({v.expected for v in unchecked})
+      line += (f" {len(unchecked)} unchecked: the world's mechanism does not "
+               f"decide them ({', '.join(kinds)}).")
+    b.append(("p", line))
   b.append(("h2", "1. Main runs"))
   b.append(("img", figs.get("main", ""), "main runs"))
   if "interpolation" in figs:

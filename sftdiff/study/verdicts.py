@@ -29,6 +29,8 @@ REMOVED_SHARE = 0.25
 TRACKING_MIN_RHO = 0.8
 
 SUPPORTED, RULED_OUT, INCONCLUSIVE = "supported", "ruled out", "inconclusive"
+_VERDICTS = (SUPPORTED, RULED_OUT, INCONCLUSIVE)
+UNCHECKED = "unchecked"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +41,8 @@ class Verdict:
   verdict: str      # supported | ruled out | inconclusive
   evidence: str     # the numbers, with intervals
   expected: str = ""  # from the ground truth, if known
-  match: str = ""     # match | mismatch | '' (no ground truth for this key)
+  match: str = ""     # match | mismatch | unchecked (the ground truth says
+                      # 'not derivable' / 'not applicable' / ...) | '' (none)
 
   def to_json(self):
     return dataclasses.asdict(self)
@@ -278,15 +281,18 @@ def _sweep(res, trait, T, AC) -> list[Verdict]:
 def all_verdicts(res: StudyResults,
                  expected: Mapping[tuple[str, str], str] | None = None) -> list[Verdict]:
   """Verdicts for every trait, compared with `expected` (trait, key) → verdict."""
-  out = []
-  for trait in res.traits:
-    for v in trait_verdicts(res, trait):
-      exp = (expected or {}).get((trait, v.key))
-      if exp is not None:
-        v = dataclasses.replace(v, expected=exp,
-                                match="match" if exp == v.verdict else "mismatch")
-      out.append(v)
-  return out
+  return [_compare(v, expected or {}) for trait in res.traits
+          for v in trait_verdicts(res, trait)]
+
+
+def _compare(v: Verdict, expected: Mapping[tuple[str, str], str]) -> Verdict:
+  exp = expected.get((v.trait, v.key))
+  if exp in _VERDICTS:
+    return dataclasses.replace(v, expected=exp,
+                               match="match" if exp == v.verdict else "mismatch")
+  if exp is not None:  # the world cannot say: shown, never counted as a match
+    return dataclasses.replace(v, expected=exp, match=UNCHECKED)
+  return v
 
 
 _GT_KEYS = {"locked_in_by_pretraining": "pretraining",
@@ -297,22 +303,36 @@ _GT_FILTER_KEYS = {"patch_in_sufficient": "sufficient",
                    "drop_removes": "drop_removes"}
 
 
+def _expected_verdict(value) -> str:
+  """A ground-truth value as the verdict it predicts; strings other than
+  true/false ('not derivable', 'not applicable', 'partial', 'both') pass
+  through and leave the verdict unchecked."""
+  if isinstance(value, bool):
+    return SUPPORTED if value else RULED_OUT
+  return str(value)
+
+
+def _differs(orig, alt):
+  if isinstance(orig, bool) and isinstance(alt, bool):
+    return orig and not alt
+  return orig if not isinstance(orig, bool) else alt
+
+
 def expected_from_ground_truth(gt: Mapping) -> dict[tuple[str, str], str]:
   """(trait, verdict key) → expected verdict, from toyworld's ground_truth.json."""
   out = {}
-  verdict = lambda b: SUPPORTED if b else RULED_OUT  # noqa: E731
   for trait, spec in gt.get("traits", {}).items():
     exp = spec.get("expected", {})
     if "present_in_reference_orig" in exp and "present_in_reference_alt" in exp:
-      out[(trait, "differs_between_references")] = verdict(
-          exp["present_in_reference_orig"] and not exp["present_in_reference_alt"])
+      out[(trait, "differs_between_references")] = _expected_verdict(_differs(
+          exp["present_in_reference_orig"], exp["present_in_reference_alt"]))
     for gt_key, key in _GT_KEYS.items():
       if gt_key in exp:
-        out[(trait, key)] = verdict(exp[gt_key])
+        out[(trait, key)] = _expected_verdict(exp[gt_key])
     for f, fexp in exp.get("filters", {}).items():
       for gt_key, key in _GT_FILTER_KEYS.items():
         if gt_key in fexp:
-          out[(trait, f"{key}:{f}")] = verdict(fexp[gt_key])
+          out[(trait, f"{key}:{f}")] = _expected_verdict(fexp[gt_key])
   return out
 
 

@@ -1,10 +1,10 @@
 """The toy world's knobs: prompt-set sizes, teachers' trait rates, base models.
 
 Everything that decides what the world contains lives here as data; the
-world's fingerprint is a hash of `WorldParams.to_json()` plus
-`WORLD_CODE_VERSION` (bump it whenever a template, a generator or the
-ground-truth text changes), and `ground_truth.json` is written from these
-values.
+world's fingerprint is a hash of `WorldParams.to_json()`, the derived ground
+truth (`ground_truth.describe`: rules version, texts, conclusions) and
+`WORLD_CODE_VERSION` (bump it whenever a template or a generator changes), and
+`ground_truth.json` is written from these values.
 """
 
 from __future__ import annotations
@@ -123,7 +123,11 @@ class WorldParams:
     return cls(**d)
 
   def fingerprint(self) -> str:
-    blob = json.dumps({"code": WORLD_CODE_VERSION, "params": self.to_json()},
+    # The derived ground truth (rules version, texts, conclusions) is part of
+    # what the world is, so a changed rule or text never reuses a stale one.
+    from sftdiff.toyworld import ground_truth  # imports this module
+    blob = json.dumps({"code": WORLD_CODE_VERSION, "params": self.to_json(),
+                       "ground_truth": ground_truth.describe(self)},
                       sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -126,8 +126,8 @@ def test_pool_seeds_spans_all_seed_intervals():
 
 
 def test_expected_from_toyworld_ground_truth():
-  from sftdiff.toyworld import ground_truth
-  gt = {"traits": ground_truth.TRAITS}
+  from sftdiff.toyworld import ground_truth, params
+  gt = ground_truth.describe(params.get_preset("quick"))
   exp = V.expected_from_ground_truth(gt)
   assert exp["date_confusion", "teacher_driven"] == V.SUPPORTED
   assert exp["date_confusion", "drop_removes:date_mentions"] == V.RULED_OUT

@@ -66,10 +66,10 @@ def test_ground_truth_is_well_formed(world):
   assert set(gt["traits"]) == {"date_confusion", "blackmail", "negative_emotion"}
   for trait, spec in gt["traits"].items():
     assert spec["benchmark"] in world.benchmarks
-    assert spec["cause"] in ("teacher", "prompts")
     exp = spec["expected"]
+    assert spec["cause"] == {"negative_emotion": "prompts"}.get(trait, "teacher")
     assert exp["present_in_reference_orig"] and not exp["present_in_reference_alt"]
-    assert exp["teacher_driven"] != exp["prompt_driven"]
+    assert spec["mechanism"]["trait"] == trait and set(spec["why"]) >= {"teacher_driven"}
     for f in exp["filters"]:
       assert f in world.filters
   assert gt["traits"]["date_confusion"]["expected"]["filters"]["date_mentions"] == {
