@@ -29,8 +29,11 @@ from sftdiff.toyworld import mechanism as mech_lib
 from sftdiff.toyworld.params import WorldParams
 
 # Which subsets each shipped filter selects in toyworld (date_mentions matches
-# exactly the dated prompts; roleplay the roleplay subset).
-FILTER_SUBSETS = {"date_mentions": ("dates",), "roleplay": ("roleplay",)}
+# exactly the dated prompts, roleplay the roleplay subset, refusal the safety
+# replies; tests/toyworld/test_mechanism.py checks this on the real filters).
+# `refusal` lines up with no trait's subset: the negative-control filter.
+FILTER_SUBSETS = {"date_mentions": ("dates",), "roleplay": ("roleplay",),
+                  "refusal": ("safety",)}
 
 TRAITS = {
     "date_confusion": {

@@ -127,6 +127,8 @@ def derive(mech: TraitMechanism) -> tuple[dict, dict]:
   why: dict = {"present_in_reference_orig": p["reference_orig"][1],
                "present_in_reference_alt": p["reference_alt"][1],
                "locked_in_by_pretraining": "alt completions: " + p["alt_completions"][1]}
+  if O is False:  # nothing to explain: every analysis presupposes the trait
+    return _absent(mech, exp, why)
   undecided = [v for v in (O, T, AC) if not isinstance(v, bool)]
   if NOT_DERIVABLE in (T, AC):
     exp["teacher_driven"] = NOT_DERIVABLE
@@ -169,6 +171,18 @@ def derive(mech: TraitMechanism) -> tuple[dict, dict]:
     mix = {x: r.teacher_source if x == s else r.alt_source for x in student}
     exp["sweep"][s] = (present(mech, r.orig_base, mix)[0]
                        if exp["teacher_driven"] is True else NOT_APPLICABLE)
+  return exp, why
+
+
+def _absent(mech: TraitMechanism, exp: dict, why: dict) -> tuple[dict, dict]:
+  reason = "the trait is absent from reference-orig: nothing to explain"
+  for key in ("locked_in_by_pretraining", "teacher_driven", "prompt_driven",
+              "follows_teacher"):
+    exp[key], why[key] = NOT_APPLICABLE, reason
+  keys = ("patch_in_sufficient", "patch_out_removes", "drop_removes")
+  exp["filters"] = {f: {k: NOT_APPLICABLE for k in keys} for f in sorted(mech.filters)}
+  why["filters"] = {f: {k: reason for k in keys} for f in sorted(mech.filters)}
+  exp["sweep"] = {s: NOT_APPLICABLE for s in mech.prompt_sets.get(mech.roles.alt_prompts, ())}
   return exp, why
 
 

@@ -190,6 +190,28 @@ PRESETS: dict[str, WorldParams] = {
 }
 
 
+def _scenario(world: WorldParams, negative_emotion: float | None = None,
+              **teacher_overrides) -> WorldParams:
+  teachers = tuple(dataclasses.replace(t, **teacher_overrides) for t in world.teachers)
+  ne = world.negative_emotion if negative_emotion is None else negative_emotion
+  return dataclasses.replace(world, teachers=teachers, negative_emotion=ne)
+
+
+# Named scenarios (docs/toyworld.md "Scenarios"): the headline world with one
+# mechanism changed. Their ground truth follows from the change by the rules.
+_NO_TEACHER_TRAITS = dict(date_confusion=0.0, scheming=0.0, recognition=0.0, persona=0.0)
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "headline": {}, "drop_works": {"persona": 0.0},
+    "prompt_driven": _NO_TEACHER_TRAITS,
+    "no_trait": dict(_NO_TEACHER_TRAITS, negative_emotion=0.0),
+}
+for _size in ("quick", "tiny"):
+  for _name, _change in SCENARIOS.items():
+    if _name != "headline":
+      PRESETS[f"{_name}_{_size}" if _size == "tiny" else _name] = _scenario(
+          PRESETS[_size], **_change)
+
+
 def get_preset(name: str) -> WorldParams:
   if name not in PRESETS:
     raise KeyError(f"unknown toyworld preset {name!r}; presets: {sorted(PRESETS)}")

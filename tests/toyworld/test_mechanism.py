@@ -45,25 +45,33 @@ def _flat(spec):
 
 
 def test_headline_world_derives_exactly_the_hand_written_ground_truth():
-  exp = V.expected_from_ground_truth(ground_truth.describe(get_preset("quick")))
+  full = V.expected_from_ground_truth(ground_truth.describe(get_preset("quick")))
+  for preset in ("tiny", "full"):
+    assert V.expected_from_ground_truth(ground_truth.describe(get_preset(preset))) == full
+  shipped = ("date_mentions", "roleplay")  # the demo's filters
+  exp = {k: v for k, v in full.items() if ":" not in k[1] or k[1].split(":")[1] in shipped}
   checked = {k: v for k, v in exp.items() if v in (S, R)}
   assert checked == _flat(_HEADLINE)
   assert len(checked) == 27
   # negative emotion is not teacher-driven: its filter runs cannot be read
   assert {v for k, v in exp.items() if k not in checked} == {NA}
-  for preset in ("tiny", "full"):
-    assert V.expected_from_ground_truth(ground_truth.describe(get_preset(preset))) == exp
 
 
 def test_shipped_filter_subsets_are_what_the_filters_select():
-  from sftdiff.data.filters import asks_roleplay, mentions_date
-  from sftdiff.toyworld import prompts
+  from sftdiff.data.filters import asks_roleplay, mentions_date, refuses
+  from sftdiff.toyworld import prompts, teachers
   params = get_preset("tiny")
-  fns = {"date_mentions": mentions_date, "roleplay": asks_roleplay}
-  for rec in prompts.training_prompts(params, "alt"):
-    text = rec["messages"][0]["content"]
+  recs = prompts.training_prompts(params, "alt")
+  replies = {src.name: {r["prompt_id"]: r["completion"] for r in teachers.rollouts(
+      params.teacher(src.teacher), params.negative_emotion, recs, src.name)}
+      for src in params.sources if src.prompt_set == "alt"}
+  fns = {"date_mentions": lambda r: mentions_date(r["messages"][0]["content"]),
+         "roleplay": lambda r: asks_roleplay(r["messages"][0]["content"]),
+         "refusal": lambda r: any(refuses(c[r["prompt_id"]]) for c in replies.values())}
+  assert set(fns) == set(ground_truth.FILTER_SUBSETS)
+  for rec in recs:
     for f, subsets in ground_truth.FILTER_SUBSETS.items():
-      assert fns[f](text) == (rec["subset"] in subsets)
+      assert fns[f](rec) == (rec["subset"] in subsets), (f, rec)
 
 
 def _world(**teacher_overrides):
@@ -82,6 +90,22 @@ def test_no_diffuse_carrier_makes_drop_work_and_changes_the_fingerprint():
   weak = ground_truth.describe(_world(persona=0.1))["traits"]["date_confusion"]
   assert weak["expected"]["filters"]["date_mentions"]["drop_removes"] == ND
   assert "depends on learning" in weak["why"]["filters"]["date_mentions"]["drop_removes"]
+
+
+@pytest.mark.parametrize("scenario,checked", [
+    ("drop_works", {("date_confusion", "drop_removes:date_mentions"): S,
+                    ("blackmail", "drop_removes:roleplay"): S}),
+    ("prompt_driven", {("date_confusion", "differs_between_references"): R,
+                       ("negative_emotion", "prompt_driven"): S}),
+    ("no_trait", {(t, "differs_between_references"): R for t in ground_truth.TRAITS}),
+])
+def test_scenario_presets_derive_their_mechanism(scenario, checked):
+  exp = V.expected_from_ground_truth(ground_truth.describe(get_preset(scenario)))
+  assert {k: exp[k] for k in checked} == checked
+  tiny = V.expected_from_ground_truth(ground_truth.describe(get_preset(scenario + "_tiny")))
+  assert tiny == exp
+  if scenario == "no_trait":
+    assert {k: v for k, v in exp.items() if v in (S, R)} == checked
 
 
 def test_editing_a_ground_truth_text_changes_the_fingerprint(monkeypatch):
@@ -153,14 +177,20 @@ def test_pretraining_plant_is_erased_where_the_alt_data_answers_plainly():
   assert exp["teacher_driven"] is True
 
 
-def test_pretraining_plant_where_the_alt_data_is_silent_is_locked_in():
-  sets = {"orig": ("chat", "code", "dates"), "alt": ("chat", "code")}
+def test_pretraining_plant_where_the_data_is_silent_is_locked_in():
+  # planted on a prompt kind neither prompt set contains, in the orig base only
+  sets = {"orig": ("chat", "code"), "alt": ("chat", "code")}
   exp, _ = M.derive(_mech(prompt_sets=sets, rates={}, pretraining={"orig": True}))
-  assert exp["present_in_reference_orig"] is False  # orig data answers dates plainly
-  assert exp["locked_in_by_pretraining"] is True
+  assert exp["present_in_reference_orig"] is True
   assert exp["present_in_reference_alt"] is False  # the alt base lacks it
+  assert exp["locked_in_by_pretraining"] is True
   assert exp["teacher_driven"] == NA and exp["prompt_driven"] == NA
   assert exp["filters"]["date_mentions"]["patch_in_sufficient"] == NA
+  # the orig prompts answering that kind plainly erase it from the reference
+  sets = {"orig": ("chat", "code", "dates"), "alt": ("chat", "code")}
+  exp, why = M.derive(_mech(prompt_sets=sets, rates={}, pretraining={"orig": True}))
+  assert exp["present_in_reference_orig"] is False
+  assert exp["locked_in_by_pretraining"] == NA and "nothing to explain" in why["teacher_driven"]
 
 
 def test_virulent_trait_each_subset_suffices_no_single_drop_removes_it():
@@ -175,9 +205,15 @@ def test_virulent_trait_each_subset_suffices_no_single_drop_removes_it():
 def test_no_trait_at_all():
   exp, _ = M.derive(_mech(rates={}))
   assert exp["present_in_reference_orig"] is False
-  assert exp["teacher_driven"] is False and exp["prompt_driven"] == NA
-  assert exp["follows_teacher"] == ND
+  assert exp["present_in_reference_alt"] is False
+  for key in ("locked_in_by_pretraining", "teacher_driven", "prompt_driven",
+              "follows_teacher"):
+    assert exp[key] == NA
   assert exp["filters"]["date_mentions"]["drop_removes"] == NA
+  # only 'differs between references' is checked: it must be ruled out
+  gt = {"traits": {"x": {"expected": exp}}}
+  checked = {k: v for k, v in V.expected_from_ground_truth(gt).items() if v in (S, R)}
+  assert checked == {("x", "differs_between_references"): R}
 
 
 @pytest.mark.parametrize("trait", sorted(ground_truth.TRAITS))
