@@ -16,7 +16,7 @@ from sftdiff.study import figures
 from sftdiff.study.verdicts import StudyResults, Verdict, all_verdicts
 
 VERDICT_COLUMNS = ("trait", "hypothesis", "verdict", "evidence (95% intervals)",
-                   "planted", "match")
+                   "planted", "match", "seeds alone")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]):
@@ -30,12 +30,21 @@ def _arm_rows(res: StudyResults):
     frac = (f"{fr['examples']:.3f} / {fr['tokens']:.3f}"
             if "examples" in fr and "tokens" in fr else
             f"{fr['examples']:.3f} / –" if "examples" in fr else "–")
-    cells = [name, d.kind, f"`{d.arm}`", frac]
+    ests = [e for t in res.traits if (e := res.get(name, t))]
+    seeds = max((e.seeds for e in ests), default=0)
+    cells = [name, d.kind, d.base, d.prompts, f"`{d.arm}`", frac, seeds or "–"]
     for t in res.traits:
       e = res.get(name, t)
-      cells.append(e.fmt() if e else "missing")
+      cells.append(_cell(e))
     rows.append(cells)
   return rows
+
+
+def _cell(e) -> str:
+  """An estimate with its sample count and interval method."""
+  if e is None:
+    return "missing"
+  return f"{e.fmt()} n={e.n} ({e.method})"
 
 
 def _sweep_rows(res: StudyResults):
@@ -46,10 +55,20 @@ def _sweep_rows(res: StudyResults):
     fr = res.teacher_fraction.get(name, {}).get("examples")
     cells = [d.group, "–" if fr is None else f"{fr:.3f}"]
     for t in res.traits:
-      e = res.get(name, t)
-      cells.append(e.fmt() if e else "missing")
+      cells.append(_cell(res.get(name, t)))
     rows.append(cells)
   return rows
+
+
+def _methods(res: StudyResults) -> str:
+  found = sorted({(e.method, e.seeds) for by_trait in res.scores.values()
+                  for e in by_trait.values()})
+  names = {"sampling": "the eval's sampling interval (Wilson / prompt-clustered "
+                       "bootstrap; no training noise)",
+           "seed_t": "seed_t (t interval over seeds, variance floored by "
+                     "sampling; study/stats.py)"}
+  return "; ".join(f"{names.get(m, m)} from {s} seed{'s' * (s > 1)}"
+                   for m, s in found) + "." if found else "none."
 
 
 def build_blocks(title: str, res: StudyResults, verdicts: Sequence[Verdict],
@@ -67,8 +86,11 @@ def build_blocks(title: str, res: StudyResults, verdicts: Sequence[Verdict],
                  "thresholds in docs/study.md. 'planted' is the toyworld ground "
                  "truth (empty for real data)."))
   b.append(_table(VERDICT_COLUMNS, [(v.trait, v.hypothesis, v.verdict, v.evidence,
-                                     v.expected or "–", v.match or "–")
+                                     v.expected or "–", v.match or "–",
+                                     v.seeds_alone or "1 seed")
                                     for v in verdicts]))
+  b.append(("p", "Intervals: " + _methods(res) + " 'seeds alone': of the study's "
+                 "seeds, how many give the same verdict from their own estimates."))
   checked = [v for v in verdicts if v.match in ("match", "mismatch")]
   unchecked = [v for v in verdicts if v.match == "unchecked"]
   if checked or unchecked:
@@ -101,10 +123,10 @@ def build_blocks(title: str, res: StudyResults, verdicts: Sequence[Verdict],
   b.append(("h2", "All runs"))
   b.append(("p", "teacher share = fraction of the orig-family teacher's rollouts "
                  "by examples / by trainable tokens (from the arm's manifest). "
-                 "Values: mean over seeds [lowest seed lower bound, highest seed "
-                 "upper bound]."))
-  b.append(_table(("arm", "kind", "ARM", "teacher share", *res.traits),
-                  _arm_rows(res)))
+                 "Values: mean over seeds [95% interval], n = samples summed over "
+                 "seeds, and the interval's method (docs/study.md, 'Intervals')."))
+  b.append(_table(("arm", "kind", "base", "prompts", "ARM", "teacher share", "seeds",
+                   *res.traits), _arm_rows(res)))
   if res.teacher_scores:
     b.append(("h2", "Teachers scored directly"))
     b.append(_table(("source", *res.traits),

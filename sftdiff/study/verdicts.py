@@ -19,6 +19,7 @@ that disagrees with it is reported as a mismatch, never hidden.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Mapping, Sequence
 
 from sftdiff.study.config import ArmDef
@@ -43,6 +44,7 @@ class Verdict:
   expected: str = ""  # from the ground truth, if known
   match: str = ""     # match | mismatch | unchecked (the ground truth says
                       # 'not derivable' / 'not applicable' / ...) | '' (none)
+  seeds_alone: str = ""  # 'k/S': seeds whose own estimates give this verdict
 
   def to_json(self):
     return dataclasses.asdict(self)
@@ -58,6 +60,19 @@ class StudyResults:
   teacher_scores: Mapping[str, Mapping[str, Estimate]]  # source → trait → estimate
   teacher_source: str = "teacher"
   alt_source: str = "alt"
+  # arm → trait → one estimate per seed (in seed order), when > 1 seed ran
+  per_seed: Mapping[str, Mapping[str, Sequence[Estimate]]] = dataclasses.field(
+      default_factory=dict)
+
+  def num_seeds(self) -> int:
+    return max((len(v) for by_trait in self.per_seed.values()
+                for v in by_trait.values()), default=1)
+
+  def seed_view(self, i: int) -> "StudyResults":
+    """These results with every arm's estimate replaced by seed i's."""
+    scores = {arm: {t: ests[i] for t, ests in by_trait.items() if i < len(ests)}
+              for arm, by_trait in self.per_seed.items()}
+    return dataclasses.replace(self, scores=scores, per_seed={})
 
   def arm_of_kind(self, kind: str) -> str | None:
     names = [n for n, d in self.arms.items() if d.kind == kind]
@@ -72,6 +87,13 @@ class StudyResults:
 def _share(x: Estimate, lo: Estimate, hi: Estimate) -> float:
   span = hi.value - lo.value
   return (x.value - lo.value) / span if span else float("nan")
+
+
+def _fmt_share(s: float) -> str:
+  """`share 0.42`, or why it is undefined (never 'nan')."""
+  if math.isnan(s):
+    return "share undefined: teacher equals alt completions"
+  return f"share {s:.2f}"
 
 
 def _v(trait, key, hyp, verdict, evidence):
@@ -170,7 +192,8 @@ def _tracking(res: StudyResults, trait: str) -> list[Verdict]:
   rho = _spearman([p[0].value for p in points], [p[1].value for p in points])
   lowest, highest = points[0], points[-1]
   ev = "; ".join(f"{s}: teacher {t.fmt()} → student {st.fmt()}"
-                 for t, st, s in points) + f"; Spearman ρ = {rho:.2f}"
+                 for t, st, s in points) + ("; Spearman ρ undefined (all students or all teachers tie)"
+                      if math.isnan(rho) else f"; Spearman ρ = {rho:.2f}")
   # Students far below every teacher they learned from do not track them,
   # whether or not the teachers differ among themselves.
   far_below = all(st.hi < REMOVED_SHARE * t.value for t, st, _ in points
@@ -240,17 +263,17 @@ def _filters(res, trait, T, AC) -> list[Verdict]:
       verdict = (SUPPORTED if pin.above(AC) and s >= SUFFICIENT_SHARE else
                  RULED_OUT if not pin.above(AC) else INCONCLUSIVE)
       out.append(_v(trait, f"sufficient:{f}", f"patch-in of {f} suffices",
-                    verdict, f"patch-in {pin.fmt()} (share {s:.2f}); {base_ev}"))
+                    verdict, f"patch-in {pin.fmt()} ({_fmt_share(s)}); {base_ev}"))
     if pout:
       s = _share(pout, AC, T)
       out.append(_v(trait, f"patch_out_removes:{f}", f"patch-out of {f} removes it "
                     f"(the subset is necessary)", _removes(pout, AC, T),
-                    f"patch-out {pout.fmt()} (share {s:.2f}); {base_ev}"))
+                    f"patch-out {pout.fmt()} ({_fmt_share(s)}); {base_ev}"))
     if drop:
       s = _share(drop, AC, T)
       out.append(_v(trait, f"drop_removes:{f}", f"dropping {f} removes it",
                     _removes(drop, AC, T),
-                    f"drop {drop.fmt()} (share {s:.2f}); {base_ev}"))
+                    f"drop {drop.fmt()} ({_fmt_share(s)}); {base_ev}"))
     if pin and rnd:
       verdict = (SUPPORTED if pin.above(rnd) else
                  RULED_OUT if pin.overlaps(rnd) else INCONCLUSIVE)
@@ -272,7 +295,7 @@ def _sweep(res, trait, T, AC) -> list[Verdict]:
     return []
   suff = sorted(g for g, x in rows
                 if x.above(AC) and _share(x, AC, T) >= SUFFICIENT_SHARE)
-  ev = "; ".join(f"{g}: {x.fmt()} (share {_share(x, AC, T):.2f})" for g, x in rows)
+  ev = "; ".join(f"{g}: {x.fmt()} ({_fmt_share(_share(x, AC, T))})" for g, x in rows)
   return [_v(trait, "sufficient_subsets",
              "subsets whose patch-in alone suffices: " + (", ".join(suff) or "none"),
              SUPPORTED if suff else RULED_OUT, ev)]
@@ -281,8 +304,16 @@ def _sweep(res, trait, T, AC) -> list[Verdict]:
 def all_verdicts(res: StudyResults,
                  expected: Mapping[tuple[str, str], str] | None = None) -> list[Verdict]:
   """Verdicts for every trait, compared with `expected` (trait, key) → verdict."""
-  return [_compare(v, expected or {}) for trait in res.traits
-          for v in trait_verdicts(res, trait)]
+  pooled = [_compare(v, expected or {}) for trait in res.traits
+            for v in trait_verdicts(res, trait)]
+  S = res.num_seeds()
+  if S < 2:
+    return pooled
+  alone = [{(v.trait, v.key): v.verdict for t in res.traits
+            for v in trait_verdicts(res.seed_view(i), t)} for i in range(S)]
+  return [dataclasses.replace(v, seeds_alone=(
+      f"{sum(a.get((v.trait, v.key)) == v.verdict for a in alone)}/{S}"))
+      for v in pooled]
 
 
 def _compare(v: Verdict, expected: Mapping[tuple[str, str], str]) -> Verdict:

@@ -119,10 +119,13 @@ def test_nonlinear_dose_is_ruled_out():
   assert by_key(V.all_verdicts(res))["date", "linear_dose"].verdict == V.RULED_OUT
 
 
-def test_pool_seeds_spans_all_seed_intervals():
+def test_pool_seeds_is_a_seed_t_interval_wider_than_the_seeds_spread():
   pooled = pool_seeds([Estimate(0.2, 0.1, 0.3, 50), Estimate(0.4, 0.3, 0.5, 50)])
-  assert pooled.value == 0.30000000000000004 or abs(pooled.value - 0.3) < 1e-12
-  assert (pooled.lo, pooled.hi, pooled.n, pooled.seeds) == (0.1, 0.5, 100, 2)
+  assert abs(pooled.value - 0.3) < 1e-12
+  assert (pooled.n, pooled.seeds, pooled.method) == (100, 2, "seed_t")
+  # two seeds: t(0.975, 1) = 12.7 times the se of the mean (0.1) -> clipped at 0
+  assert pooled.lo == 0.0 and pooled.hi > 1.5
+  assert pool_seeds([Estimate(0.3, 0.2, 0.4, 50)]).method == "sampling"
 
 
 def test_expected_from_toyworld_ground_truth():
@@ -136,3 +139,28 @@ def test_expected_from_toyworld_ground_truth():
   assert exp["negative_emotion", "tracks_teacher"] == V.RULED_OUT
   assert exp["blackmail", "differs_between_references"] == V.SUPPORTED
   assert V.traits_from_ground_truth(gt)["blackmail"] == "toy_blackmail:blackmail_rate"
+
+
+def test_seeds_alone_counts_the_seeds_that_agree_with_the_pooled_verdict():
+  # three seeds of the teacher run: two clearly above AC, one not
+  per_seed = {a: {t: [e, e, e] for t, e in by.items()} for a, by in SCORES.items()}
+  per_seed["teacher"] = {"date": [E(0.8), E(0.75), E(0.05)], "emotion": [E(0.06)] * 3}
+  scores = dict(SCORES, teacher={"date": E(0.53, 0.2), "emotion": E(0.06)})
+  res = V.StudyResults(traits=["date"], arms=ARMS, scores=scores,
+                       teacher_fraction=FRACTIONS, teacher_scores=TEACHERS,
+                       per_seed=per_seed)
+  v = by_key(V.all_verdicts(res))
+  assert v["date", "teacher_driven"].verdict == V.SUPPORTED
+  assert v["date", "teacher_driven"].seeds_alone == "2/3"
+  assert v["date", "differs_between_references"].seeds_alone == "3/3"
+
+
+def test_undefined_statistics_say_why_instead_of_nan():
+  scores = {k: {"date": E(0.3)} for k in SCORES}  # teacher == alt completions
+  res = V.StudyResults(traits=["date"], arms=ARMS, scores=scores,
+                       teacher_fraction=FRACTIONS, teacher_scores=TEACHERS)
+  verdicts = V.all_verdicts(res)
+  text = " ".join(v.evidence for v in verdicts)
+  assert "nan" not in text.lower()
+  assert "Spearman ρ undefined" in text
+  assert V._fmt_share(float("nan")) == "share undefined: teacher equals alt completions"
