@@ -8,10 +8,10 @@ beside it), so both always say the same thing.
 from __future__ import annotations
 
 import html
-import json
 import os
 from typing import Any, Mapping, Sequence
 
+from sftdiff import strict_json
 from sftdiff.study import figures
 from sftdiff.study.verdicts import StudyResults, Verdict, all_verdicts
 
@@ -207,6 +207,5 @@ def write_report(study_dir: str, title: str, res: StudyResults, *,
   with open(page, "w") as f:
     f.write(to_html(blocks, rel, title))
   vpath = os.path.join(out_dir, "verdicts.json")
-  with open(vpath, "w") as f:
-    json.dump([v.to_json() for v in verdicts], f, indent=1)
+  strict_json.dump([v.to_json() for v in verdicts], vpath)
   return {"md": md, "html": page, "verdicts": vpath, **figs}
