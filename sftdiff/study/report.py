@@ -71,12 +71,39 @@ def _methods(res: StudyResults) -> str:
                    for m, s in found) + "." if found else "none."
 
 
+def _summary(res: StudyResults, verdicts: Sequence[Verdict]) -> list[str]:
+  """One sentence per trait: what is supported, what is ruled out."""
+  out = []
+  for t in res.traits:
+    vs = [v for v in verdicts if v.trait == t]
+    if not vs:
+      continue
+    said = []
+    for label, verdict in (("supported", "supported"), ("ruled out", "ruled out")):
+      hyps = [v.hypothesis for v in vs if v.verdict == verdict]
+      if hyps:
+        said.append(f"{label}: {'; '.join(hyps)}")
+    undecided = sum(v.verdict == "inconclusive" for v in vs)
+    checked = [v for v in vs if v.match in ("match", "mismatch")]
+    line = f"{t} — " + (". ".join(said) or "nothing decided")
+    line += f". {undecided} inconclusive."
+    if checked:
+      line += (f" Ground truth: {sum(v.match == 'match' for v in checked)}/"
+               f"{len(checked)} checked match.")
+    out.append(line)
+  return out
+
+
 def build_blocks(title: str, res: StudyResults, verdicts: Sequence[Verdict],
                  figs: Mapping[str, str], overlap: Mapping | None,
                  failures: Sequence[Mapping[str, str]],
                  notes: Sequence[str]) -> list:
   b: list = [("h1", title)]
   b += [("p", n) for n in notes]
+  summary = _summary(res, verdicts)
+  if summary:
+    b.append(("h2", "Summary"))
+    b += [("p", line) for line in summary]
   if failures:
     b.append(("h2", "Failed runs"))
     b.append(_table(("run", "stage", "error", "log"),
@@ -161,13 +188,20 @@ def to_markdown(blocks, rel) -> str:
   return "\n".join(out) + "\n"
 
 
+# Verdict cells are coloured by verdict (rows by match / mismatch).
+_VERDICT_CELL = {v: f" class='v-{v.replace(' ', '-')}'"
+                 for v in ("supported", "ruled out", "inconclusive")}
+
+
 def to_html(blocks, rel, title: str) -> str:
   e = html.escape
   out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
          "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
          "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
          "padding:3px 6px;vertical-align:top}.mismatch{background:#fdd}"
-         ".match{background:#dfd}img{max-width:100%}</style></head><body>"]
+         ".match{background:#dfd}img{max-width:100%}"
+         "td.v-supported{background:#b7e1b0}td.v-ruled-out{background:#f3b9b9}"
+         "td.v-inconclusive{background:#eee;color:#555}</style></head><body>"]
   for blk in blocks:
     kind = blk[0]
     if kind in ("h1", "h2"):
@@ -181,8 +215,8 @@ def to_html(blocks, rel, title: str) -> str:
       for r in blk[2]:
         cls = " class='mismatch'" if "mismatch" in r else (
             " class='match'" if "match" in r else "")
-        out.append(f"<tr{cls}>" + "".join(f"<td>{e(c.strip('`'))}</td>" for c in r)
-                   + "</tr>")
+        out.append(f"<tr{cls}>" + "".join(
+            f"<td{_VERDICT_CELL.get(c, '')}>{e(c.strip('`'))}</td>" for c in r) + "</tr>")
       out.append("</table>")
   out.append("</body></html>")
   return "\n".join(out)
