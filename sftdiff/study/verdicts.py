@@ -155,6 +155,13 @@ def trait_verdicts(res: StudyResults, trait: str) -> list[Verdict]:
                RULED_OUT if O.above(AC) else INCONCLUSIVE)
     out.append(_v(trait, "pretraining", "locked in by pretraining (or "
                   "underspecified by the alt data)", verdict, ev))
+  if AC and A and T and AC.above(A):
+    # AC already carries the trait: is there a teacher part on top of it?
+    out.append(_v(trait, "partially_locked_in", "partially locked in: alt "
+                  "completions keep some, the teacher adds more",
+                  SUPPORTED if T.above(AC) else RULED_OUT,
+                  f"teacher {T.fmt()} vs alt completions {AC.fmt()} vs "
+                  f"reference-alt {A.fmt()}"))
   if T and AC:
     ev = (f"orig-family teacher on alt prompts {T.fmt()} vs alt completions "
           f"{AC.fmt()}" + (f", reference-orig {O.fmt()}" if O else ""))
@@ -274,6 +281,18 @@ def _filters(res, trait, T, AC) -> list[Verdict]:
       out.append(_v(trait, f"drop_removes:{f}", f"dropping {f} removes it",
                     _removes(drop, AC, T),
                     f"drop {drop.fmt()} ({_fmt_share(s)}); {base_ev}"))
+    A = res.get(res.arm_of_kind("reference_alt"), trait)
+    if A is not None and AC.above(A):
+      # "removes" is judged against AC, which itself carries the trait: say
+      # separately whether the run gets down to the reference-alt level.
+      for run, x in (("patch_out", pout), ("drop", drop)):
+        if x is not None:
+          out.append(_v(trait, f"{run}_reaches_reference_alt:{f}",
+                        f"{run.replace('_', '-')} of {f} brings it down to "
+                        "reference-alt (not just to alt completions)",
+                        RULED_OUT if x.above(A) else SUPPORTED,
+                        f"{run.replace('_', '-')} {x.fmt()} vs reference-alt "
+                        f"{A.fmt()}; alt completions {AC.fmt()} keep it"))
     if pin and rnd:
       verdict = (SUPPORTED if pin.above(rnd) else
                  RULED_OUT if pin.overlaps(rnd) else INCONCLUSIVE)

@@ -164,3 +164,38 @@ def test_undefined_statistics_say_why_instead_of_nan():
   assert "nan" not in text.lower()
   assert "Spearman ρ undefined" in text
   assert V._fmt_share(float("nan")) == "share undefined: teacher equals alt completions"
+
+
+def _partial_lock_in(pout):
+  # the hand-made case: alt completions 0.4, teacher 0.85
+  scores = dict(SCORES, alt_completions={"date": E(0.4)}, teacher={"date": E(0.85)},
+                patch_out_dates={"date": E(pout)}, drop_dates={"date": E(0.42)},
+                reference_alt={"date": E(0.02)})
+  return V.StudyResults(traits=["date"], arms=ARMS, scores=scores,
+                        teacher_fraction=FRACTIONS, teacher_scores=TEACHERS)
+
+
+def test_partial_lock_in_is_stated_and_removal_is_checked_against_reference_alt():
+  expected = {("date", "partially_locked_in"): V.SUPPORTED,
+              ("date", "drop_reaches_reference_alt:dates"): V.SUPPORTED}  # wrong
+  v = by_key(V.all_verdicts(_partial_lock_in(0.42), expected))
+  assert v["date", "partially_locked_in"].verdict == V.SUPPORTED
+  assert v["date", "partially_locked_in"].match == "match"
+  # removal relative to AC says "removes", the absolute check says it does not
+  assert v["date", "drop_removes:dates"].verdict == V.SUPPORTED
+  assert v["date", "drop_reaches_reference_alt:dates"].verdict == V.RULED_OUT
+  assert v["date", "drop_reaches_reference_alt:dates"].match == "mismatch"
+  assert v["date", "patch_out_reaches_reference_alt:dates"].verdict == V.RULED_OUT
+  v = by_key(V.all_verdicts(_partial_lock_in(0.03)))
+  assert v["date", "patch_out_reaches_reference_alt:dates"].verdict == V.SUPPORTED
+
+
+def test_full_lock_in_rules_out_a_teacher_part_and_headline_has_no_new_keys():
+  res = _partial_lock_in(0.42)
+  res.scores["teacher"] = {"date": E(0.42)}
+  v = by_key(V.all_verdicts(res))
+  assert v["date", "partially_locked_in"].verdict == V.RULED_OUT
+  assert v["date", "pretraining"].verdict == V.SUPPORTED
+  # no lock-in (AC at reference-alt level): the new keys are not emitted
+  keys = {k for _, k in by_key(V.all_verdicts(results()))}
+  assert not {k for k in keys if "reference_alt:" in k or k == "partially_locked_in"}
