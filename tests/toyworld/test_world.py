@@ -38,7 +38,7 @@ def test_layout_and_names(world):
   assert world.sources_on("alt") == ["alt", "teacher", "teacher_2", "teacher_3"]
   assert world.sources_on("orig") == ["orig"]
   assert set(world.bases) == {"orig", "alt"}
-  assert world.filters == ("date_mentions", "roleplay")
+  assert world.filters == ("date_mentions", "roleplay", "refusal")
   assert world.benchmarks == ("toy_blackmail", "toy_date_confusion", "toy_negative_emotion")
   for path in [*world.prompt_sets.values(), *world.sources.values(),
                *world.benchmark_prompts.values(), world.ground_truth]:
