@@ -157,7 +157,7 @@ def build_blocks(title: str, res: StudyResults, verdicts: Sequence[Verdict],
   if res.teacher_scores:
     b.append(("h2", "Teachers scored directly"))
     b.append(_table(("source", *res.traits),
-                    [(s, *[(sc.get(t).fmt() if sc.get(t) else "–")
+                    [(s, *[(_cell(sc.get(t)) if sc.get(t) else "–")
                            for t in res.traits])
                      for s, sc in sorted(res.teacher_scores.items())]))
   return b
