@@ -198,9 +198,10 @@ def _tracking(res: StudyResults, trait: str) -> list[Verdict]:
   points.sort(key=lambda p: p[0].value)
   rho = _spearman([p[0].value for p in points], [p[1].value for p in points])
   lowest, highest = points[0], points[-1]
+  rho_text = ("Spearman ρ undefined (all students or all teachers tie)"
+              if math.isnan(rho) else f"Spearman ρ = {rho:.2f}")
   ev = "; ".join(f"{s}: teacher {t.fmt()} → student {st.fmt()}"
-                 for t, st, s in points) + ("; Spearman ρ undefined (all students or all teachers tie)"
-                      if math.isnan(rho) else f"; Spearman ρ = {rho:.2f}")
+                 for t, st, s in points) + f"; {rho_text}"
   # Students far below every teacher they learned from do not track them,
   # whether or not the teachers differ among themselves.
   far_below = all(st.hi < REMOVED_SHARE * t.value for t, st, _ in points
