@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo clean-venv
+.PHONY: test demo validate clean-venv
 
 $(STAMP): setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m sftdiff.study --gin_file=studies/toyworld_quick.gin --gin.STUDY_DIR="'runs/demo'"
+
+# Every toyworld scenario (docs/toyworld.md "Scenarios") at the quick size, 3
+# seeds, into one matrix: runs/validate/matrix.md (docs/study.md "Validation").
+validate: $(STAMP)
+	$(PY) -m sftdiff.study.validation --out=runs/validate --seeds=0,1,2 --size=quick
 
 clean-venv:
 	rm -rf $(VENV)

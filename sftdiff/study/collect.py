@@ -67,7 +67,7 @@ def collect(defs: Sequence[ArmDef], specs: Sequence[RunSpec], *, steps: int,
   per_arm = collections.defaultdict(list)
   for spec in specs:
     per_arm[spec.arm_name].append(spec)
-  scores, fractions = {}, {}
+  scores, fractions, per_seed = {}, {}, {}
   for d in defs:
     runs = per_arm.get(d.name, [])
     by_trait = collections.defaultdict(list)
@@ -76,6 +76,7 @@ def collect(defs: Sequence[ArmDef], specs: Sequence[RunSpec], *, steps: int,
         by_trait[trait].append(est)
     scores[d.name] = {t: e for t, ests in by_trait.items()
                       if (e := results_lib.pool_seeds(ests)) is not None}
+    per_seed[d.name] = dict(by_trait)
     for spec in runs:  # seeds share the selection; the first manifest tells
       frac = manifest_fraction(spec, teacher_source)
       if frac:
@@ -85,4 +86,4 @@ def collect(defs: Sequence[ArmDef], specs: Sequence[RunSpec], *, steps: int,
       traits=list(traits), arms={d.name: d for d in defs}, scores=scores,
       teacher_fraction=fractions,
       teacher_scores=teacher_estimates(teacher_scores or {}, traits),
-      teacher_source=teacher_source, alt_source=alt_source)
+      teacher_source=teacher_source, alt_source=alt_source, per_seed=per_seed)

@@ -8,7 +8,6 @@ beside it), so both always say the same thing.
 from __future__ import annotations
 
 import html
-import json
 import os
 from typing import Any, Mapping, Sequence
 
@@ -17,7 +16,7 @@ from sftdiff.study import figures
 from sftdiff.study.verdicts import StudyResults, Verdict, all_verdicts
 
 VERDICT_COLUMNS = ("trait", "hypothesis", "verdict", "evidence (95% intervals)",
-                   "planted", "match")
+                   "planted", "match", "seeds alone")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]):
@@ -31,12 +30,21 @@ def _arm_rows(res: StudyResults):
     frac = (f"{fr['examples']:.3f} / {fr['tokens']:.3f}"
             if "examples" in fr and "tokens" in fr else
             f"{fr['examples']:.3f} / –" if "examples" in fr else "–")
-    cells = [name, d.kind, f"`{d.arm}`", frac]
+    ests = [e for t in res.traits if (e := res.get(name, t))]
+    seeds = max((e.seeds for e in ests), default=0)
+    cells = [name, d.kind, d.base, d.prompts, f"`{d.arm}`", frac, seeds or "–"]
     for t in res.traits:
       e = res.get(name, t)
-      cells.append(e.fmt() if e else "missing")
+      cells.append(_cell(e))
     rows.append(cells)
   return rows
+
+
+def _cell(e) -> str:
+  """An estimate with its sample count and interval method."""
+  if e is None:
+    return "missing"
+  return f"{e.fmt()} n={e.n} ({e.method})"
 
 
 def _sweep_rows(res: StudyResults):
@@ -47,10 +55,43 @@ def _sweep_rows(res: StudyResults):
     fr = res.teacher_fraction.get(name, {}).get("examples")
     cells = [d.group, "–" if fr is None else f"{fr:.3f}"]
     for t in res.traits:
-      e = res.get(name, t)
-      cells.append(e.fmt() if e else "missing")
+      cells.append(_cell(res.get(name, t)))
     rows.append(cells)
   return rows
+
+
+def _methods(res: StudyResults) -> str:
+  found = sorted({(e.method, e.seeds) for by_trait in res.scores.values()
+                  for e in by_trait.values()})
+  names = {"sampling": "the eval's sampling interval (Wilson / prompt-clustered "
+                       "bootstrap; no training noise)",
+           "seed_t": "seed_t (t interval over seeds, variance floored by "
+                     "sampling; study/stats.py)"}
+  return "; ".join(f"{names.get(m, m)} from {s} seed{'s' * (s > 1)}"
+                   for m, s in found) + "." if found else "none."
+
+
+def _summary(res: StudyResults, verdicts: Sequence[Verdict]) -> list[str]:
+  """One sentence per trait: what is supported, what is ruled out."""
+  out = []
+  for t in res.traits:
+    vs = [v for v in verdicts if v.trait == t]
+    if not vs:
+      continue
+    said = []
+    for label, verdict in (("supported", "supported"), ("ruled out", "ruled out")):
+      hyps = [v.hypothesis for v in vs if v.verdict == verdict]
+      if hyps:
+        said.append(f"{label}: {'; '.join(hyps)}")
+    undecided = sum(v.verdict == "inconclusive" for v in vs)
+    checked = [v for v in vs if v.match in ("match", "mismatch")]
+    line = f"{t} — " + (". ".join(said) or "nothing decided")
+    line += f". {undecided} inconclusive."
+    if checked:
+      line += (f" Ground truth: {sum(v.match == 'match' for v in checked)}/"
+               f"{len(checked)} checked match.")
+    out.append(line)
+  return out
 
 
 def build_blocks(title: str, res: StudyResults, verdicts: Sequence[Verdict],
@@ -59,6 +100,10 @@ def build_blocks(title: str, res: StudyResults, verdicts: Sequence[Verdict],
                  notes: Sequence[str]) -> list:
   b: list = [("h1", title)]
   b += [("p", n) for n in notes]
+  summary = _summary(res, verdicts)
+  if summary:
+    b.append(("h2", "Summary"))
+    b += [("p", line) for line in summary]
   if failures:
     b.append(("h2", "Failed runs"))
     b.append(_table(("run", "stage", "error", "log"),
@@ -68,13 +113,21 @@ def build_blocks(title: str, res: StudyResults, verdicts: Sequence[Verdict],
                  "thresholds in docs/study.md. 'planted' is the toyworld ground "
                  "truth (empty for real data)."))
   b.append(_table(VERDICT_COLUMNS, [(v.trait, v.hypothesis, v.verdict, v.evidence,
-                                     v.expected or "–", v.match or "–")
+                                     v.expected or "–", v.match or "–",
+                                     v.seeds_alone or "1 seed")
                                     for v in verdicts]))
-  checked = [v for v in verdicts if v.match]
-  if checked:
+  b.append(("p", "Intervals: " + _methods(res) + " 'seeds alone': of the study's "
+                 "seeds, how many give the same verdict from their own estimates."))
+  checked = [v for v in verdicts if v.match in ("match", "mismatch")]
+  unchecked = [v for v in verdicts if v.match == "unchecked"]
+  if checked or unchecked:
     ok = sum(v.match == "match" for v in checked)
-    b.append(("p", f"Ground truth: {ok}/{len(checked)} checked verdicts match "
-                   "the planted causes."))
+    line = f"Ground truth: {ok}/{len(checked)} checked verdicts match the planted causes."
+    if unchecked:
+      kinds = sorted({v.expected for v in unchecked})
+      line += (f" {len(unchecked)} unchecked: the world's mechanism does not "
+               f"decide them ({', '.join(kinds)}).")
+    b.append(("p", line))
   b.append(("h2", "1. Main runs"))
   b.append(("img", figs.get("main", ""), "main runs"))
   if "interpolation" in figs:
@@ -97,14 +150,14 @@ def build_blocks(title: str, res: StudyResults, verdicts: Sequence[Verdict],
   b.append(("h2", "All runs"))
   b.append(("p", "teacher share = fraction of the orig-family teacher's rollouts "
                  "by examples / by trainable tokens (from the arm's manifest). "
-                 "Values: mean over seeds [lowest seed lower bound, highest seed "
-                 "upper bound]."))
-  b.append(_table(("arm", "kind", "ARM", "teacher share", *res.traits),
-                  _arm_rows(res)))
+                 "Values: mean over seeds [95% interval], n = samples summed over "
+                 "seeds, and the interval's method (docs/study.md, 'Intervals')."))
+  b.append(_table(("arm", "kind", "base", "prompts", "ARM", "teacher share", "seeds",
+                   *res.traits), _arm_rows(res)))
   if res.teacher_scores:
     b.append(("h2", "Teachers scored directly"))
     b.append(_table(("source", *res.traits),
-                    [(s, *[(sc.get(t).fmt() if sc.get(t) else "–")
+                    [(s, *[(_cell(sc.get(t)) if sc.get(t) else "–")
                            for t in res.traits])
                      for s, sc in sorted(res.teacher_scores.items())]))
   return b
@@ -135,13 +188,20 @@ def to_markdown(blocks, rel) -> str:
   return "\n".join(out) + "\n"
 
 
+# Verdict cells are coloured by verdict (rows by match / mismatch).
+_VERDICT_CELL = {v: f" class='v-{v.replace(' ', '-')}'"
+                 for v in ("supported", "ruled out", "inconclusive")}
+
+
 def to_html(blocks, rel, title: str) -> str:
   e = html.escape
   out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
          "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
          "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
          "padding:3px 6px;vertical-align:top}.mismatch{background:#fdd}"
-         ".match{background:#dfd}img{max-width:100%}</style></head><body>"]
+         ".match{background:#dfd}img{max-width:100%}"
+         "td.v-supported{background:#b7e1b0}td.v-ruled-out{background:#f3b9b9}"
+         "td.v-inconclusive{background:#eee;color:#555}</style></head><body>"]
   for blk in blocks:
     kind = blk[0]
     if kind in ("h1", "h2"):
@@ -155,8 +215,8 @@ def to_html(blocks, rel, title: str) -> str:
       for r in blk[2]:
         cls = " class='mismatch'" if "mismatch" in r else (
             " class='match'" if "match" in r else "")
-        out.append(f"<tr{cls}>" + "".join(f"<td>{e(c.strip('`'))}</td>" for c in r)
-                   + "</tr>")
+        out.append(f"<tr{cls}>" + "".join(
+            f"<td{_VERDICT_CELL.get(c, '')}>{e(c.strip('`'))}</td>" for c in r) + "</tr>")
       out.append("</table>")
   out.append("</body></html>")
   return "\n".join(out)

@@ -14,15 +14,20 @@ import math
 import os
 from typing import Any, Iterable, Mapping
 
+from sftdiff.study import stats
+
 
 @dataclasses.dataclass(frozen=True)
 class Estimate:
-  """A value with its 95% interval; n = samples (summed over seeds)."""
+  """A value with its 95% interval; n = samples (summed over seeds);
+  method = how the interval was made (study/stats.py: 'sampling' for one
+  seed's eval interval, 'seed_t' pooled over seeds)."""
   value: float
   lo: float
   hi: float
   n: int = 0
   seeds: int = 1
+  method: str = "sampling"
 
   def fmt(self, digits: int = 2) -> str:
     return f"{self.value:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
@@ -71,20 +76,23 @@ def _number(x) -> float:
 
 
 def pool_seeds(estimates: Iterable[Estimate]) -> Estimate | None:
-  """One arm's estimate over its seeds.
+  """One arm's estimate over its seeds (study/stats.py, method `seed_t`).
 
-  The value is the mean over seeds; the interval spans from the lowest seed
-  lower bound to the highest seed upper bound (so it covers both sampling and
-  seed-to-seed variation — conservative, documented in docs/study.md).
+  The value is the mean over seeds; the interval is a t interval on the seed
+  values whose variance is floored by the seeds' own sampling variance, so it
+  carries training noise as well as sampling noise (docs/study.md,
+  "Intervals"). One seed: its own sampling interval.
   """
   ests = [e for e in estimates if not math.isnan(e.value)]
   if not ests:
     return None
   if len(ests) == 1:
     return ests[0]
-  return Estimate(value=sum(e.value for e in ests) / len(ests),
-                  lo=min(e.lo for e in ests), hi=max(e.hi for e in ests),
-                  n=sum(e.n for e in ests), seeds=len(ests))
+  lower = 0.0 if all(e.lo >= 0 for e in ests) else -math.inf
+  value, lo, hi = stats.seed_t_interval([e.value for e in ests], [e.lo for e in ests],
+                                        [e.hi for e in ests], bounds=(lower, math.inf))
+  return Estimate(value=value, lo=lo, hi=hi, n=sum(e.n for e in ests),
+                  seeds=len(ests), method=stats.SEED_T)
 
 
 def read_json(path: str) -> Any:

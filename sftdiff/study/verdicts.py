@@ -19,6 +19,7 @@ that disagrees with it is reported as a mismatch, never hidden.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Mapping, Sequence
 
 from sftdiff.study.config import ArmDef
@@ -29,6 +30,8 @@ REMOVED_SHARE = 0.25
 TRACKING_MIN_RHO = 0.8
 
 SUPPORTED, RULED_OUT, INCONCLUSIVE = "supported", "ruled out", "inconclusive"
+_VERDICTS = (SUPPORTED, RULED_OUT, INCONCLUSIVE)
+UNCHECKED = "unchecked"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +42,9 @@ class Verdict:
   verdict: str      # supported | ruled out | inconclusive
   evidence: str     # the numbers, with intervals
   expected: str = ""  # from the ground truth, if known
-  match: str = ""     # match | mismatch | '' (no ground truth for this key)
+  match: str = ""     # match | mismatch | unchecked (the ground truth says
+                      # 'not derivable' / 'not applicable' / ...) | '' (none)
+  seeds_alone: str = ""  # 'k/S': seeds whose own estimates give this verdict
 
   def to_json(self):
     return dataclasses.asdict(self)
@@ -55,6 +60,19 @@ class StudyResults:
   teacher_scores: Mapping[str, Mapping[str, Estimate]]  # source → trait → estimate
   teacher_source: str = "teacher"
   alt_source: str = "alt"
+  # arm → trait → one estimate per seed (in seed order), when > 1 seed ran
+  per_seed: Mapping[str, Mapping[str, Sequence[Estimate]]] = dataclasses.field(
+      default_factory=dict)
+
+  def num_seeds(self) -> int:
+    return max((len(v) for by_trait in self.per_seed.values()
+                for v in by_trait.values()), default=1)
+
+  def seed_view(self, i: int) -> "StudyResults":
+    """These results with every arm's estimate replaced by seed i's."""
+    scores = {arm: {t: ests[i] for t, ests in by_trait.items() if i < len(ests)}
+              for arm, by_trait in self.per_seed.items()}
+    return dataclasses.replace(self, scores=scores, per_seed={})
 
   def arm_of_kind(self, kind: str) -> str | None:
     names = [n for n, d in self.arms.items() if d.kind == kind]
@@ -69,6 +87,13 @@ class StudyResults:
 def _share(x: Estimate, lo: Estimate, hi: Estimate) -> float:
   span = hi.value - lo.value
   return (x.value - lo.value) / span if span else float("nan")
+
+
+def _fmt_share(s: float) -> str:
+  """`share 0.42`, or why it is undefined (never 'nan')."""
+  if math.isnan(s):
+    return "share undefined: teacher equals alt completions"
+  return f"share {s:.2f}"
 
 
 def _v(trait, key, hyp, verdict, evidence):
@@ -130,6 +155,13 @@ def trait_verdicts(res: StudyResults, trait: str) -> list[Verdict]:
                RULED_OUT if O.above(AC) else INCONCLUSIVE)
     out.append(_v(trait, "pretraining", "locked in by pretraining (or "
                   "underspecified by the alt data)", verdict, ev))
+  if AC and A and T and AC.above(A):
+    # AC already carries the trait: is there a teacher part on top of it?
+    out.append(_v(trait, "partially_locked_in", "partially locked in: alt "
+                  "completions keep some, the teacher adds more",
+                  SUPPORTED if T.above(AC) else RULED_OUT,
+                  f"teacher {T.fmt()} vs alt completions {AC.fmt()} vs "
+                  f"reference-alt {A.fmt()}"))
   if T and AC:
     ev = (f"orig-family teacher on alt prompts {T.fmt()} vs alt completions "
           f"{AC.fmt()}" + (f", reference-orig {O.fmt()}" if O else ""))
@@ -166,8 +198,10 @@ def _tracking(res: StudyResults, trait: str) -> list[Verdict]:
   points.sort(key=lambda p: p[0].value)
   rho = _spearman([p[0].value for p in points], [p[1].value for p in points])
   lowest, highest = points[0], points[-1]
+  rho_text = ("Spearman ρ undefined (all students or all teachers tie)"
+              if math.isnan(rho) else f"Spearman ρ = {rho:.2f}")
   ev = "; ".join(f"{s}: teacher {t.fmt()} → student {st.fmt()}"
-                 for t, st, s in points) + f"; Spearman ρ = {rho:.2f}"
+                 for t, st, s in points) + f"; {rho_text}"
   # Students far below every teacher they learned from do not track them,
   # whether or not the teachers differ among themselves.
   far_below = all(st.hi < REMOVED_SHARE * t.value for t, st, _ in points
@@ -237,17 +271,29 @@ def _filters(res, trait, T, AC) -> list[Verdict]:
       verdict = (SUPPORTED if pin.above(AC) and s >= SUFFICIENT_SHARE else
                  RULED_OUT if not pin.above(AC) else INCONCLUSIVE)
       out.append(_v(trait, f"sufficient:{f}", f"patch-in of {f} suffices",
-                    verdict, f"patch-in {pin.fmt()} (share {s:.2f}); {base_ev}"))
+                    verdict, f"patch-in {pin.fmt()} ({_fmt_share(s)}); {base_ev}"))
     if pout:
       s = _share(pout, AC, T)
       out.append(_v(trait, f"patch_out_removes:{f}", f"patch-out of {f} removes it "
                     f"(the subset is necessary)", _removes(pout, AC, T),
-                    f"patch-out {pout.fmt()} (share {s:.2f}); {base_ev}"))
+                    f"patch-out {pout.fmt()} ({_fmt_share(s)}); {base_ev}"))
     if drop:
       s = _share(drop, AC, T)
       out.append(_v(trait, f"drop_removes:{f}", f"dropping {f} removes it",
                     _removes(drop, AC, T),
-                    f"drop {drop.fmt()} (share {s:.2f}); {base_ev}"))
+                    f"drop {drop.fmt()} ({_fmt_share(s)}); {base_ev}"))
+    A = res.get(res.arm_of_kind("reference_alt"), trait)
+    if A is not None and AC.above(A):
+      # "removes" is judged against AC, which itself carries the trait: say
+      # separately whether the run gets down to the reference-alt level.
+      for run, x in (("patch_out", pout), ("drop", drop)):
+        if x is not None:
+          out.append(_v(trait, f"{run}_reaches_reference_alt:{f}",
+                        f"{run.replace('_', '-')} of {f} brings it down to "
+                        "reference-alt (not just to alt completions)",
+                        RULED_OUT if x.above(A) else SUPPORTED,
+                        f"{run.replace('_', '-')} {x.fmt()} vs reference-alt "
+                        f"{A.fmt()}; alt completions {AC.fmt()} keep it"))
     if pin and rnd:
       verdict = (SUPPORTED if pin.above(rnd) else
                  RULED_OUT if pin.overlaps(rnd) else INCONCLUSIVE)
@@ -269,7 +315,7 @@ def _sweep(res, trait, T, AC) -> list[Verdict]:
     return []
   suff = sorted(g for g, x in rows
                 if x.above(AC) and _share(x, AC, T) >= SUFFICIENT_SHARE)
-  ev = "; ".join(f"{g}: {x.fmt()} (share {_share(x, AC, T):.2f})" for g, x in rows)
+  ev = "; ".join(f"{g}: {x.fmt()} ({_fmt_share(_share(x, AC, T))})" for g, x in rows)
   return [_v(trait, "sufficient_subsets",
              "subsets whose patch-in alone suffices: " + (", ".join(suff) or "none"),
              SUPPORTED if suff else RULED_OUT, ev)]
@@ -278,15 +324,26 @@ def _sweep(res, trait, T, AC) -> list[Verdict]:
 def all_verdicts(res: StudyResults,
                  expected: Mapping[tuple[str, str], str] | None = None) -> list[Verdict]:
   """Verdicts for every trait, compared with `expected` (trait, key) → verdict."""
-  out = []
-  for trait in res.traits:
-    for v in trait_verdicts(res, trait):
-      exp = (expected or {}).get((trait, v.key))
-      if exp is not None:
-        v = dataclasses.replace(v, expected=exp,
-                                match="match" if exp == v.verdict else "mismatch")
-      out.append(v)
-  return out
+  pooled = [_compare(v, expected or {}) for trait in res.traits
+            for v in trait_verdicts(res, trait)]
+  S = res.num_seeds()
+  if S < 2:
+    return pooled
+  alone = [{(v.trait, v.key): v.verdict for t in res.traits
+            for v in trait_verdicts(res.seed_view(i), t)} for i in range(S)]
+  return [dataclasses.replace(v, seeds_alone=(
+      f"{sum(a.get((v.trait, v.key)) == v.verdict for a in alone)}/{S}"))
+      for v in pooled]
+
+
+def _compare(v: Verdict, expected: Mapping[tuple[str, str], str]) -> Verdict:
+  exp = expected.get((v.trait, v.key))
+  if exp in _VERDICTS:
+    return dataclasses.replace(v, expected=exp,
+                               match="match" if exp == v.verdict else "mismatch")
+  if exp is not None:  # the world cannot say: shown, never counted as a match
+    return dataclasses.replace(v, expected=exp, match=UNCHECKED)
+  return v
 
 
 _GT_KEYS = {"locked_in_by_pretraining": "pretraining",
@@ -297,22 +354,36 @@ _GT_FILTER_KEYS = {"patch_in_sufficient": "sufficient",
                    "drop_removes": "drop_removes"}
 
 
+def _expected_verdict(value) -> str:
+  """A ground-truth value as the verdict it predicts; strings other than
+  true/false ('not derivable', 'not applicable', 'partial', 'both') pass
+  through and leave the verdict unchecked."""
+  if isinstance(value, bool):
+    return SUPPORTED if value else RULED_OUT
+  return str(value)
+
+
+def _differs(orig, alt):
+  if isinstance(orig, bool) and isinstance(alt, bool):
+    return orig and not alt
+  return orig if not isinstance(orig, bool) else alt
+
+
 def expected_from_ground_truth(gt: Mapping) -> dict[tuple[str, str], str]:
   """(trait, verdict key) → expected verdict, from toyworld's ground_truth.json."""
   out = {}
-  verdict = lambda b: SUPPORTED if b else RULED_OUT  # noqa: E731
   for trait, spec in gt.get("traits", {}).items():
     exp = spec.get("expected", {})
     if "present_in_reference_orig" in exp and "present_in_reference_alt" in exp:
-      out[(trait, "differs_between_references")] = verdict(
-          exp["present_in_reference_orig"] and not exp["present_in_reference_alt"])
+      out[(trait, "differs_between_references")] = _expected_verdict(_differs(
+          exp["present_in_reference_orig"], exp["present_in_reference_alt"]))
     for gt_key, key in _GT_KEYS.items():
       if gt_key in exp:
-        out[(trait, key)] = verdict(exp[gt_key])
+        out[(trait, key)] = _expected_verdict(exp[gt_key])
     for f, fexp in exp.get("filters", {}).items():
       for gt_key, key in _GT_FILTER_KEYS.items():
         if gt_key in fexp:
-          out[(trait, f"{key}:{f}")] = verdict(fexp[gt_key])
+          out[(trait, f"{key}:{f}")] = _expected_verdict(fexp[gt_key])
   return out
 
 

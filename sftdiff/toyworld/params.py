@@ -1,10 +1,10 @@
 """The toy world's knobs: prompt-set sizes, teachers' trait rates, base models.
 
 Everything that decides what the world contains lives here as data; the
-world's fingerprint is a hash of `WorldParams.to_json()` plus
-`WORLD_CODE_VERSION` (bump it whenever a template, a generator or the
-ground-truth text changes), and `ground_truth.json` is written from these
-values.
+world's fingerprint is a hash of `WorldParams.to_json()`, the derived ground
+truth (`ground_truth.describe`: rules version, texts, conclusions) and
+`WORLD_CODE_VERSION` (bump it whenever a template or a generator changes), and
+`ground_truth.json` is written from these values.
 """
 
 from __future__ import annotations
@@ -123,7 +123,11 @@ class WorldParams:
     return cls(**d)
 
   def fingerprint(self) -> str:
-    blob = json.dumps({"code": WORLD_CODE_VERSION, "params": self.to_json()},
+    # The derived ground truth (rules version, texts, conclusions) is part of
+    # what the world is, so a changed rule or text never reuses a stale one.
+    from sftdiff.toyworld import ground_truth  # imports this module
+    blob = json.dumps({"code": WORLD_CODE_VERSION, "params": self.to_json(),
+                       "ground_truth": ground_truth.describe(self)},
                       sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -184,6 +188,28 @@ PRESETS: dict[str, WorldParams] = {
                                      num_layers=2, num_heads=2, num_kv_heads=1,
                                      pretrain_batch=4, pretrain_seq_len=48)),
 }
+
+
+def _scenario(world: WorldParams, negative_emotion: float | None = None,
+              **teacher_overrides) -> WorldParams:
+  teachers = tuple(dataclasses.replace(t, **teacher_overrides) for t in world.teachers)
+  ne = world.negative_emotion if negative_emotion is None else negative_emotion
+  return dataclasses.replace(world, teachers=teachers, negative_emotion=ne)
+
+
+# Named scenarios (docs/toyworld.md "Scenarios"): the headline world with one
+# mechanism changed. Their ground truth follows from the change by the rules.
+_NO_TEACHER_TRAITS = dict(date_confusion=0.0, scheming=0.0, recognition=0.0, persona=0.0)
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "headline": {}, "drop_works": {"persona": 0.0},
+    "prompt_driven": _NO_TEACHER_TRAITS,
+    "no_trait": dict(_NO_TEACHER_TRAITS, negative_emotion=0.0),
+}
+for _size in ("quick", "tiny"):
+  for _name, _change in SCENARIOS.items():
+    if _name != "headline":
+      PRESETS[f"{_name}_{_size}" if _size == "tiny" else _name] = _scenario(
+          PRESETS[_size], **_change)
 
 
 def get_preset(name: str) -> WorldParams:

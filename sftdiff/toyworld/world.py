@@ -33,7 +33,7 @@ from sftdiff import strict_json
 from sftdiff.toyworld import corpus, ground_truth, prompts, teachers
 from sftdiff.toyworld.params import WORLD_CODE_VERSION, WorldParams, get_preset
 
-FILTERS = ("date_mentions", "roleplay")
+FILTERS = tuple(ground_truth.FILTER_SUBSETS)  # the filters the ground truth speaks to
 BENCHMARKS = ("toy_blackmail", "toy_date_confusion", "toy_negative_emotion")
 
 

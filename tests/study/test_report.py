@@ -76,6 +76,12 @@ def test_report_files_and_verdict_table(tmp_path):
     assert cells[2].strip() in (V.SUPPORTED, V.RULED_OUT, V.INCONCLUSIVE)
   assert any("mismatch" in r and "drop_" not in r and "dropping dates" in r for r in rows)
   assert "1/2 checked verdicts match" in md
+  assert "## Summary" in md and "date — supported: " in md
+  assert "n=64 (sampling)" in md and "| base | prompts |" in md and "seeds alone" in md
+  assert "nan" not in md.lower()
+  page = open(paths["html"]).read()
+  assert "<td class='v-supported'>supported</td>" in page
+  assert "<td class='v-ruled-out'>ruled out</td>" in page
   assert "teacher_3/seed0" in md and "/x/train.log" in md  # failures are shown
   for img in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
     assert os.path.isfile(os.path.join(tmp_path, "report", img))

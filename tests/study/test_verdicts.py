@@ -119,15 +119,18 @@ def test_nonlinear_dose_is_ruled_out():
   assert by_key(V.all_verdicts(res))["date", "linear_dose"].verdict == V.RULED_OUT
 
 
-def test_pool_seeds_spans_all_seed_intervals():
+def test_pool_seeds_is_a_seed_t_interval_wider_than_the_seeds_spread():
   pooled = pool_seeds([Estimate(0.2, 0.1, 0.3, 50), Estimate(0.4, 0.3, 0.5, 50)])
-  assert pooled.value == 0.30000000000000004 or abs(pooled.value - 0.3) < 1e-12
-  assert (pooled.lo, pooled.hi, pooled.n, pooled.seeds) == (0.1, 0.5, 100, 2)
+  assert abs(pooled.value - 0.3) < 1e-12
+  assert (pooled.n, pooled.seeds, pooled.method) == (100, 2, "seed_t")
+  # two seeds: t(0.975, 1) = 12.7 times the se of the mean (0.1) -> clipped at 0
+  assert pooled.lo == 0.0 and pooled.hi > 1.5
+  assert pool_seeds([Estimate(0.3, 0.2, 0.4, 50)]).method == "sampling"
 
 
 def test_expected_from_toyworld_ground_truth():
-  from sftdiff.toyworld import ground_truth
-  gt = {"traits": ground_truth.TRAITS}
+  from sftdiff.toyworld import ground_truth, params
+  gt = ground_truth.describe(params.get_preset("quick"))
   exp = V.expected_from_ground_truth(gt)
   assert exp["date_confusion", "teacher_driven"] == V.SUPPORTED
   assert exp["date_confusion", "drop_removes:date_mentions"] == V.RULED_OUT
@@ -136,3 +139,63 @@ def test_expected_from_toyworld_ground_truth():
   assert exp["negative_emotion", "tracks_teacher"] == V.RULED_OUT
   assert exp["blackmail", "differs_between_references"] == V.SUPPORTED
   assert V.traits_from_ground_truth(gt)["blackmail"] == "toy_blackmail:blackmail_rate"
+
+
+def test_seeds_alone_counts_the_seeds_that_agree_with_the_pooled_verdict():
+  # three seeds of the teacher run: two clearly above AC, one not
+  per_seed = {a: {t: [e, e, e] for t, e in by.items()} for a, by in SCORES.items()}
+  per_seed["teacher"] = {"date": [E(0.8), E(0.75), E(0.05)], "emotion": [E(0.06)] * 3}
+  scores = dict(SCORES, teacher={"date": E(0.53, 0.2), "emotion": E(0.06)})
+  res = V.StudyResults(traits=["date"], arms=ARMS, scores=scores,
+                       teacher_fraction=FRACTIONS, teacher_scores=TEACHERS,
+                       per_seed=per_seed)
+  v = by_key(V.all_verdicts(res))
+  assert v["date", "teacher_driven"].verdict == V.SUPPORTED
+  assert v["date", "teacher_driven"].seeds_alone == "2/3"
+  assert v["date", "differs_between_references"].seeds_alone == "3/3"
+
+
+def test_undefined_statistics_say_why_instead_of_nan():
+  scores = {k: {"date": E(0.3)} for k in SCORES}  # teacher == alt completions
+  res = V.StudyResults(traits=["date"], arms=ARMS, scores=scores,
+                       teacher_fraction=FRACTIONS, teacher_scores=TEACHERS)
+  verdicts = V.all_verdicts(res)
+  text = " ".join(v.evidence for v in verdicts)
+  assert "nan" not in text.lower()
+  assert "Spearman ρ undefined" in text
+  assert V._fmt_share(float("nan")) == "share undefined: teacher equals alt completions"
+
+
+def _partial_lock_in(pout):
+  # the hand-made case: alt completions 0.4, teacher 0.85
+  scores = dict(SCORES, alt_completions={"date": E(0.4)}, teacher={"date": E(0.85)},
+                patch_out_dates={"date": E(pout)}, drop_dates={"date": E(0.42)},
+                reference_alt={"date": E(0.02)})
+  return V.StudyResults(traits=["date"], arms=ARMS, scores=scores,
+                        teacher_fraction=FRACTIONS, teacher_scores=TEACHERS)
+
+
+def test_partial_lock_in_is_stated_and_removal_is_checked_against_reference_alt():
+  expected = {("date", "partially_locked_in"): V.SUPPORTED,
+              ("date", "drop_reaches_reference_alt:dates"): V.SUPPORTED}  # wrong
+  v = by_key(V.all_verdicts(_partial_lock_in(0.42), expected))
+  assert v["date", "partially_locked_in"].verdict == V.SUPPORTED
+  assert v["date", "partially_locked_in"].match == "match"
+  # removal relative to AC says "removes", the absolute check says it does not
+  assert v["date", "drop_removes:dates"].verdict == V.SUPPORTED
+  assert v["date", "drop_reaches_reference_alt:dates"].verdict == V.RULED_OUT
+  assert v["date", "drop_reaches_reference_alt:dates"].match == "mismatch"
+  assert v["date", "patch_out_reaches_reference_alt:dates"].verdict == V.RULED_OUT
+  v = by_key(V.all_verdicts(_partial_lock_in(0.03)))
+  assert v["date", "patch_out_reaches_reference_alt:dates"].verdict == V.SUPPORTED
+
+
+def test_full_lock_in_rules_out_a_teacher_part_and_headline_has_no_new_keys():
+  res = _partial_lock_in(0.42)
+  res.scores["teacher"] = {"date": E(0.42)}
+  v = by_key(V.all_verdicts(res))
+  assert v["date", "partially_locked_in"].verdict == V.RULED_OUT
+  assert v["date", "pretraining"].verdict == V.SUPPORTED
+  # no lock-in (AC at reference-alt level): the new keys are not emitted
+  keys = {k for _, k in by_key(V.all_verdicts(results()))}
+  assert not {k for k in keys if "reference_alt:" in k or k == "partially_locked_in"}

@@ -38,7 +38,7 @@ def test_layout_and_names(world):
   assert world.sources_on("alt") == ["alt", "teacher", "teacher_2", "teacher_3"]
   assert world.sources_on("orig") == ["orig"]
   assert set(world.bases) == {"orig", "alt"}
-  assert world.filters == ("date_mentions", "roleplay")
+  assert world.filters == ("date_mentions", "roleplay", "refusal")
   assert world.benchmarks == ("toy_blackmail", "toy_date_confusion", "toy_negative_emotion")
   for path in [*world.prompt_sets.values(), *world.sources.values(),
                *world.benchmark_prompts.values(), world.ground_truth]:
@@ -66,10 +66,10 @@ def test_ground_truth_is_well_formed(world):
   assert set(gt["traits"]) == {"date_confusion", "blackmail", "negative_emotion"}
   for trait, spec in gt["traits"].items():
     assert spec["benchmark"] in world.benchmarks
-    assert spec["cause"] in ("teacher", "prompts")
     exp = spec["expected"]
+    assert spec["cause"] == {"negative_emotion": "prompts"}.get(trait, "teacher")
     assert exp["present_in_reference_orig"] and not exp["present_in_reference_alt"]
-    assert exp["teacher_driven"] != exp["prompt_driven"]
+    assert spec["mechanism"]["trait"] == trait and set(spec["why"]) >= {"teacher_driven"}
     for f in exp["filters"]:
       assert f in world.filters
   assert gt["traits"]["date_confusion"]["expected"]["filters"]["date_mentions"] == {

@@ -1,0 +1,206 @@
+"""How each trait is planted, as data, and the rules that derive from it what
+a correct analysis must conclude (docs/toyworld.md, "Ground truth rules").
+
+A `TraitMechanism` says, for one trait: the training subsets whose replies
+carry it (`subsets`), each source's share of carrying replies there
+(`rates`), a diffuse carrier line on every subset (`diffuse`, e.g. the persona
+line for date confusion), which bases' pretraining corpus carries it, which
+subsets each prompt set has and which subsets each filter selects.
+
+`derive(mech)` runs the rules on the design's runs (each a base plus a mix
+subset → answering source) and returns, per conclusion, one of True, False,
+NOT_APPLICABLE or NOT_DERIVABLE, with the reason. Conclusions that hinge on
+learned generalisation (a weak plant, a weak diffuse carrier) are
+NOT_DERIVABLE; the report shows them unchecked, never as a match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Union
+
+RULES_VERSION = "gt-rules-1"
+
+# A share of carrying replies at or above PRESENT_RATE plants the trait
+# (calibrated: teacher_3's 0.2-0.25 is reproduced by its student); 0 plants
+# nothing; anything between is left to learning (not derivable).
+PRESENT_RATE = 0.2
+# A diffuse carrier on at least this share of replies carries the trait onto
+# its subset when that subset is absent from training (calibrated on the
+# persona line at 0.3, docs/toyworld.md "Knobs"); weaker ones: not derivable.
+DIFFUSE_RATE = 0.2
+
+NOT_APPLICABLE = "not applicable"
+NOT_DERIVABLE = "not derivable"
+PARTIAL = "partial"
+BOTH = "both"
+# Every value a ground-truth conclusion may take.
+VALUES = (True, False, PARTIAL, BOTH, NOT_APPLICABLE, NOT_DERIVABLE)
+
+Value = Union[bool, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Roles:
+  """Names of the design's endpoints in the world."""
+  orig_base: str = "orig"
+  alt_base: str = "alt"
+  orig_prompts: str = "orig"
+  alt_prompts: str = "alt"
+  orig_source: str = "orig"
+  alt_source: str = "alt"
+  teacher_source: str = "teacher"
+  other_sources: tuple[str, ...] = ("teacher_2", "teacher_3")
+
+
+@dataclasses.dataclass(frozen=True)
+class TraitMechanism:
+  trait: str
+  subsets: tuple[str, ...]                   # training subsets carrying it
+  rates: Mapping[str, float]                 # source -> share on `subsets`
+  prompt_sets: Mapping[str, tuple[str, ...]]  # prompt set -> its subsets
+  filters: Mapping[str, tuple[str, ...]]      # filter -> subsets it selects
+  diffuse: Mapping[str, float] = dataclasses.field(default_factory=dict)
+  pretraining: Mapping[str, bool] = dataclasses.field(default_factory=dict)
+  roles: Roles = Roles()
+
+  def to_json(self) -> dict:
+    d = dataclasses.asdict(self)
+    return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in d.items()}
+
+
+Mix = Mapping[str, str]  # subset -> the source answering it (absent: dropped)
+
+
+def present(mech: TraitMechanism, base: str, mix: Mix) -> tuple[Value, str]:
+  """Whether a student of `base` trained on `mix` shows the trait, and why."""
+  carrying = [s for s in mech.subsets if s in mix]
+  rates = {s: mech.rates.get(mix[s], 0.0) for s in carrying}
+  strong = [s for s, r in rates.items() if r >= PRESENT_RATE]
+  if strong:
+    return True, f"{strong[0]} answered by {mix[strong[0]]} (share {rates[strong[0]]:g})"
+  weak = [s for s, r in rates.items() if r > 0]
+  if weak:
+    return NOT_DERIVABLE, (f"{weak[0]} answered by {mix[weak[0]]} at share "
+                           f"{rates[weak[0]]:g} < {PRESENT_RATE} (depends on learning)")
+  if carrying:
+    return False, f"{', '.join(carrying)} answered plainly (erases any pretraining plant)"
+  if mech.pretraining.get(base):
+    return True, f"base {base}'s corpus carries it and the data is silent on it"
+  diffuse = max((mech.diffuse.get(src, 0.0) for src in set(mix.values())), default=0.0)
+  if diffuse >= DIFFUSE_RATE:
+    return True, f"absent from training; a diffuse carrier at share {diffuse:g} remains"
+  if diffuse > 0:
+    return NOT_DERIVABLE, (f"absent from training; diffuse carrier at {diffuse:g} "
+                           f"< {DIFFUSE_RATE} (depends on learning)")
+  return False, "absent from training and nothing carries it"
+
+
+def _all(mech: TraitMechanism, prompts: str, source: str) -> dict[str, str]:
+  return {s: source for s in mech.prompt_sets.get(prompts, ())}
+
+
+def _not(v: Value) -> Value:
+  return (not v) if isinstance(v, bool) else v
+
+
+def derive(mech: TraitMechanism) -> tuple[dict, dict]:
+  """(expected, why): the conclusions and one line of reason each.
+
+  expected = {present_in_reference_orig, present_in_reference_alt,
+  locked_in_by_pretraining, prompt_driven, teacher_driven, follows_teacher,
+  filters: {F: {patch_in_sufficient, patch_out_removes, drop_removes}},
+  sweep: {subset: patch-in of the teacher on it alone suffices}}.
+  """
+  r = mech.roles
+  runs = {
+      "reference_orig": (r.orig_base, _all(mech, r.orig_prompts, r.orig_source)),
+      "reference_alt": (r.alt_base, _all(mech, r.alt_prompts, r.alt_source)),
+      "alt_completions": (r.orig_base, _all(mech, r.alt_prompts, r.alt_source)),
+      "teacher": (r.orig_base, _all(mech, r.alt_prompts, r.teacher_source)),
+  }
+  p = {k: present(mech, *v) for k, v in runs.items()}
+  O, A, AC, T = (p[k][0] for k in ("reference_orig", "reference_alt",
+                                    "alt_completions", "teacher"))
+  exp: dict = {"present_in_reference_orig": O, "present_in_reference_alt": A,
+               "locked_in_by_pretraining": AC}
+  why: dict = {"present_in_reference_orig": p["reference_orig"][1],
+               "present_in_reference_alt": p["reference_alt"][1],
+               "locked_in_by_pretraining": "alt completions: " + p["alt_completions"][1]}
+  if O is False:  # nothing to explain: every analysis presupposes the trait
+    return _absent(mech, exp, why)
+  undecided = [v for v in (O, T, AC) if not isinstance(v, bool)]
+  if NOT_DERIVABLE in (T, AC):
+    exp["teacher_driven"] = NOT_DERIVABLE
+  elif AC:
+    exp["teacher_driven"] = NOT_APPLICABLE  # present without the teacher
+  else:
+    exp["teacher_driven"] = T
+  why["teacher_driven"] = f"teacher: {p['teacher'][1]}; alt completions: {p['alt_completions'][1]}"
+  if undecided:
+    exp["prompt_driven"] = NOT_DERIVABLE
+  elif not O or AC:
+    exp["prompt_driven"] = NOT_APPLICABLE
+  else:
+    exp["prompt_driven"] = not T
+  why["prompt_driven"] = (f"reference-orig: {p['reference_orig'][1]}; "
+                          f"teacher: {p['teacher'][1]}")
+  exp["follows_teacher"], why["follows_teacher"] = _follows(mech)
+
+  exp["filters"], why["filters"] = {}, {}
+  student = mech.prompt_sets.get(r.alt_prompts, ())
+  for f, selected in sorted(mech.filters.items()):
+    mixes = {
+        "patch_in_sufficient": {s: r.teacher_source if s in selected else r.alt_source
+                                for s in student},
+        "patch_out_removes": {s: r.alt_source if s in selected else r.teacher_source
+                              for s in student},
+        "drop_removes": {s: r.teacher_source for s in student if s not in selected},
+    }
+    fexp, fwhy = {}, {}
+    for key, mix in mixes.items():
+      if exp["teacher_driven"] is not True:
+        fexp[key], fwhy[key] = NOT_APPLICABLE, "the trait is not teacher-driven"
+        continue
+      v, reason = present(mech, r.orig_base, mix)
+      fexp[key] = v if key == "patch_in_sufficient" else _not(v)
+      fwhy[key] = reason
+    exp["filters"][f], why["filters"][f] = fexp, fwhy
+  exp["sweep"] = {}
+  for s in student:
+    mix = {x: r.teacher_source if x == s else r.alt_source for x in student}
+    exp["sweep"][s] = (present(mech, r.orig_base, mix)[0]
+                       if exp["teacher_driven"] is True else NOT_APPLICABLE)
+  return exp, why
+
+
+def _absent(mech: TraitMechanism, exp: dict, why: dict) -> tuple[dict, dict]:
+  reason = "the trait is absent from reference-orig: nothing to explain"
+  for key in ("locked_in_by_pretraining", "teacher_driven", "prompt_driven",
+              "follows_teacher"):
+    exp[key], why[key] = NOT_APPLICABLE, reason
+  keys = ("patch_in_sufficient", "patch_out_removes", "drop_removes")
+  exp["filters"] = {f: {k: NOT_APPLICABLE for k in keys} for f in sorted(mech.filters)}
+  why["filters"] = {f: {k: reason for k in keys} for f in sorted(mech.filters)}
+  exp["sweep"] = {s: NOT_APPLICABLE for s in mech.prompt_sets.get(mech.roles.alt_prompts, ())}
+  return exp, why
+
+
+def _follows(mech: TraitMechanism) -> tuple[Value, str]:
+  """Students of the teachers (and of alt) on the alt prompts track the
+  teachers' own rates when each sees the carrying subsets and the rates differ."""
+  r = mech.roles
+  sources = (r.teacher_source, *r.other_sources, r.alt_source)
+  student = mech.prompt_sets.get(r.alt_prompts, ())
+  seen = [s for s in mech.subsets if s in student]
+  rates = sorted({mech.rates.get(s, 0.0) for s in sources})
+  if not seen:
+    if any(mech.rates.get(s, 0.0) > 0 for s in sources) and not (
+        mech.pretraining.get(r.orig_base)
+        or any(mech.diffuse.get(s, 0.0) > 0 for s in sources)):
+      return False, ("the student prompts lack every carrying subset: students "
+                     "stay far below their teachers")
+    return NOT_DERIVABLE, "carrying subsets unseen; other carriers decide"
+  if len(rates) >= 3 and rates[-1] >= PRESENT_RATE:
+    return True, f"teachers' rates {rates} differ on a subset every student sees"
+  return NOT_DERIVABLE, f"teachers' rates {rates} barely differ"

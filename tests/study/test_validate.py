@@ -1,0 +1,79 @@
+"""`make validate` in miniature: two scenarios end to end through the real
+study (quick-size worlds: the tiny ones learn nothing in a few steps), then
+the matrix must hold no mismatch and no 'not derivable' where a rule decides."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sftdiff import strict_json
+from sftdiff.study import validation as validate
+from sftdiff.toyworld import mechanism
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+ARMS = ("StudyConfig.arms = {"
+        "'reference_orig': {'kind': 'reference_orig', 'base': 'orig', 'prompts': 'orig',"
+        " 'arm': \"Source('orig')\"},"
+        "'reference_alt': {'kind': 'reference_alt', 'base': 'alt', 'prompts': 'alt',"
+        " 'arm': \"Source('alt')\"},"
+        "'alt_completions': {'kind': 'alt_completions', 'base': 'orig', 'prompts': 'alt',"
+        " 'arm': \"Source('alt')\"},"
+        "'teacher': {'kind': 'teacher', 'base': 'orig', 'prompts': 'alt',"
+        " 'arm': \"Source('teacher')\"}}")
+SMALL = [ARMS, "StudyConfig.interpolation_p = []", "StudyConfig.filters = ['date_mentions']",
+         "StudyConfig.sweep_subsets = []",
+         "StudyConfig.eval_overrides = {'JUDGE_KIND': 'none', 'LIMIT_PROMPTS': 32}"]
+
+
+@pytest.mark.slow
+def test_two_scenarios_end_to_end_have_no_mismatch(tmp_path):
+  cmd = [sys.executable, "-m", "sftdiff.study.validation", f"--out={tmp_path}",
+         "--scenarios=drop_works,prompt_driven", "--seeds=0", "--size=quick", "--",
+         *[f"--gin_bindings={b}" for b in SMALL]]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3000, cwd=REPO)
+  assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+  matrix = strict_json.load(tmp_path / "matrix.json")
+  rows = matrix["rows"]
+  assert {r["scenario"] for r in rows} == {"drop_works", "prompt_driven"}
+  assert not [r for r in rows if r["match"] == "mismatch"]
+  assert not [r for r in rows if r["expected"] == mechanism.NOT_DERIVABLE]
+  checked = {(r["scenario"], r["trait"], r["key"]): r["observed"] for r in rows
+             if r["match"] == "match"}
+  # the scenario's point: without the persona line, dropping the dates works
+  assert checked["drop_works", "date_confusion", "drop_removes:date_mentions"] == "supported"
+  assert checked["prompt_driven", "negative_emotion", "prompt_driven"] == "supported"
+  for s in ("drop_works", "prompt_driven"):
+    assert (tmp_path / s / "report" / "report.md").is_file()
+  assert (tmp_path / "matrix.md").read_text().count("| drop_works |") > 3
+
+
+def test_matrix_from_verdicts_counts_and_writes(tmp_path):
+  verdicts = [{"trait": "t", "key": "teacher_driven", "verdict": "supported",
+               "expected": "supported", "match": "match", "seeds_alone": "3/3"},
+              {"trait": "t", "key": "drop_removes:f", "verdict": "inconclusive",
+               "expected": "ruled out", "match": "mismatch"},
+              {"trait": "t", "key": "sufficient:f", "verdict": "inconclusive",
+               "expected": "not applicable", "match": "unchecked"}]
+  rows = validate.matrix_rows("s", verdicts)
+  assert validate.summarise(rows) == {"s": {"match": 1, "mismatch": 1, "unchecked": 1}}
+  jpath, mpath = validate.write_matrix(str(tmp_path), rows)
+  assert strict_json.load(jpath)["rows"][1]["observed"] == "inconclusive"
+  text = open(mpath).read()
+  assert "| s | 2 | 1 | 1 | 1 |" in text and "| 3/3 |" in text
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+  assert validate.main([f"--out={tmp_path}", "--scenarios=nope"]) == 2
+  assert "unknown ['nope']" in capsys.readouterr().err
+  assert validate.main([f"--out={tmp_path}", "--seeds=a,b"]) == 2
+
+
+def test_every_scenario_has_a_gin_and_a_world():
+  from sftdiff.toyworld.params import get_preset
+  for s, gin_file in validate.SCENARIO_GINS.items():
+    assert os.path.isfile(os.path.join(REPO, "gin", gin_file)), gin_file
+    for size in ("quick", "tiny"):
+      get_preset(validate.world_preset(s, size))
