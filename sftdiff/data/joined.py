@@ -275,7 +275,7 @@ class _Spill:
       self.db.execute(f"PRAGMA {pragma}")
     self.db.execute("CREATE TABLE prompts (ord INTEGER PRIMARY KEY, "
                     "prompt_id TEXT NOT NULL, messages TEXT, subset TEXT, "
-                    "prompt_hash TEXT)")
+                    "prompt_hash TEXT, tools TEXT)")
     for i in range(num_sources):
       self.db.execute(f"CREATE TABLE c{i} (prompt_id TEXT NOT NULL, completion TEXT, "
                       "prompt_hash TEXT)")
@@ -286,10 +286,10 @@ class _Spill:
     self.db.execute("COMMIT")
 
   def add_prompts(self, records: Iterator[dict[str, Any]]) -> None:
-    self._load("INSERT INTO prompts (prompt_id, messages, subset, prompt_hash) "
-               "VALUES (?, ?, ?, ?)",
+    self._load("INSERT INTO prompts (prompt_id, messages, subset, prompt_hash, tools) "
+               "VALUES (?, ?, ?, ?, ?)",
                ((r["prompt_id"], r["messages"], r["subset"],
-                 _prompt_hash(r["messages"])) for r in records))
+                 _prompt_hash(r["messages"]), r.get("tools")) for r in records))
     # Unique: the readers reject duplicate prompt_ids already.
     self.db.execute("CREATE UNIQUE INDEX prompts_id ON prompts (prompt_id)")
 
@@ -338,12 +338,12 @@ class _Spill:
                       "(SELECT 1 FROM prompts p WHERE p.prompt_id = c.prompt_id)")
 
   def joined(self) -> Iterator[tuple[str | None, ...]]:
-    """(prompt_id, messages, subset, completion of each source or None), in
-    prompt-set order."""
+    """(prompt_id, messages, subset, tools, completion of each source or
+    None), in prompt-set order."""
     cols = "".join(f", c{i}.completion" for i in range(self.num_sources))
     joins = "".join(f" LEFT JOIN c{i} ON c{i}.prompt_id = p.prompt_id"
                     for i in range(self.num_sources))
-    return self.db.execute(f"SELECT p.prompt_id, p.messages, p.subset{cols} "
+    return self.db.execute(f"SELECT p.prompt_id, p.messages, p.subset, p.tools{cols} "
                            f"FROM prompts p{joins} ORDER BY p.ord")
 
   def close(self) -> None:
@@ -415,7 +415,8 @@ def _write_joined(spill: _Spill, directory: str, names: list[str],
                                row_group_size=_INDEX_ROW_GROUP)
       batches.clear()
 
-  for pid, messages, subset, *found in spill.joined():
+  for pid, messages, subset, tools, *found in spill.joined():
+    tools = None if tools in (None, "null") else tools
     comps, filled = {}, set()
     for i, s in enumerate(names):
       c = found[i]
@@ -436,13 +437,15 @@ def _write_joined(spill: _Spill, directory: str, names: list[str],
         '{"prompt_id": ', json.dumps(pid, ensure_ascii=False), ', "prompt": ',
         messages, ', "subset": ', json.dumps(subset, ensure_ascii=False),
         ', "completions": {',
-        ", ".join(f"{json.dumps(s)}: {c}" for s, c in comps.items()), "}}"])
+        ", ".join(f"{json.dumps(s)}: {c}" for s, c in comps.items()), "}",
+        "" if tools is None else f', "tools": {tools}', "}"])
     writer.write(encoded.encode("utf-8"))
     num_kept += 1
     subset_counts[subset] = subset_counts.get(subset, 0) + 1
     joined.append({"prompt_id": pid, "prompt": json.loads(messages),
                    "subset": subset,
-                   "completions": {s: json.loads(c) for s, c in comps.items()}})
+                   "completions": {s: json.loads(c) for s, c in comps.items()},
+                   **({} if tools is None else {"tools": json.loads(tools)})})
     filled_rows.append(filled)
     if len(joined) == _LABEL_CHUNK:
       flush_chunk()

@@ -242,7 +242,7 @@ def raw_rows(spec: SourceSpec, report: records_lib.ReadReport | None = None
 # ------------------------------------------------------------- SeqIO plumbing
 
 _SOURCE_FEATURES = ("prompt_id", "prompt", "completion", "subset", "meta")
-_PROMPT_FEATURES = ("prompt_id", "messages", "subset", "meta")
+_PROMPT_FEATURES = ("prompt_id", "messages", "subset", "meta", "tools")
 
 
 def _encode(record: dict[str, Any], role: str) -> dict[str, str]:
@@ -252,7 +252,8 @@ def _encode(record: dict[str, Any], role: str) -> dict[str, str]:
             "completion": dump(record["completion"]), "subset": record["subset"],
             "meta": dump(record["meta"])}
   return {"prompt_id": record["prompt_id"], "messages": dump(record["messages"]),
-          "subset": record["subset"], "meta": dump(record["meta"])}
+          "subset": record["subset"], "meta": dump(record["meta"]),
+          "tools": dump(record.get("tools"))}  # "null": the prompt offers no tools
 
 
 _CHUNK = 1024  # records per tf.data element yielded by a file task's generator
@@ -371,7 +372,7 @@ def _located_external_row(where: str, example: dict[str, Any]
         where, "undecodable_bytes", f"a string feature is not UTF-8 ({e})")
 
 
-_JSON_FIELDS = ("prompt", "completion", "messages", "meta")
+_JSON_FIELDS = ("prompt", "completion", "messages", "meta", "tools")
 
 
 def _own_records(examples: Iterator[dict[str, str]], spec: SourceSpec,
@@ -379,6 +380,8 @@ def _own_records(examples: Iterator[dict[str, str]], spec: SourceSpec,
   for ex in examples:
     if decode:
       ex = {k: (json.loads(v) if k in _JSON_FIELDS else v) for k, v in ex.items()}
+    if ex.get("tools") in (None, "null"):  # records without tools keep their shape
+      ex.pop("tools", None)
     if spec.role == "source":
       ex["source"] = spec.name
     yield ex

@@ -143,3 +143,38 @@ def test_source_prompt_turns_are_checked_against_the_prompt_set(setup, tmp_path,
   assert mismatch["examples"] == {"s": ["p4"]}
   ids = set(store.columns(["prompt_id"])["prompt_id"].tolist())
   assert ("p4" in ids) == (policy == "keep") and len(ids) == 5 + (policy == "keep")
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}]
+TOOL_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\nTOOLS {% for t in tools %}"
+    "{{ t.function.name }} {% endfor %}<|im_end|>\n{% endif %}" + TEMPLATE)
+
+
+def test_prompt_tools_reach_the_template_through_the_store(setup, tmp_path):
+  d, _ = setup
+  prompts = [{"id": f"p{i}", "messages": [{"role": "user", "content": f"Weather {i}?"}]}
+             for i in range(4)]
+  prompts[1]["tools"] = TOOLS
+  completions = [{"id": p["id"], "completion": [{"role": "assistant", "content": "Sunny."}]}
+                 for p in prompts]
+  for name, rows in (("prompts", prompts), ("src", completions)):
+    with open(tmp_path / f"{name}.jsonl", "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows)
+  (tmp_path / "t.jinja").write_text(TOOL_TEMPLATE)
+  tok = tokenizer_lib.ChatTokenizer.from_dir(write_test_tokenizer(str(tmp_path / "tok")),
+                                             chat_template=str(tmp_path / "t.jinja"))
+  cfg = train_data.DataConfig(prompt_set="jsonl:prompts.jsonl",
+                              sources={"s": "jsonl:src.jsonl"}, data_dir=str(tmp_path),
+                              store_dir=str(tmp_path / "store"))
+  data = train_data.make_train_data(tok, arm="Source('s')", seq_len=64, batch_size=2,
+                                    seed=0, data=cfg, eval_fraction=0.0, num_epochs=1)
+  by_id = {r["prompt_id"]: r for r in data.train_records}
+  assert by_id["p1"]["tools"] == TOOLS
+  assert all("tools" not in by_id[p] for p in ("p0", "p2", "p3"))
+  rendered = tok.render(by_id["p1"]["messages"], tools=by_id["p1"]["tools"])
+  assert "TOOLS get_weather" in rendered
+  trained_text = "".join(tok.decode(b["input_ids"].reshape(-1), skip_special_tokens=False)
+                         for b in data.train)
+  assert trained_text.count("TOOLS get_weather") == 1  # p1's example, and only it
