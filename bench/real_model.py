@@ -1,8 +1,12 @@
 """Real Gemma 3 270M (converted HF dir) on CPU: one SFT train step's tokens/s
 and peak RSS, sftdiff (plain vs chunked loss) vs transformers (torch,
-AdamW), each in its own process so peak RSS is its own. Not a test.
+AdamW), and batch-8 greedy decode tokens/s vs `generate`, each in its own
+process so peak RSS is its own. Not a test.
 
     python bench/real_model.py --hf_dir=DIR [--batch=2 --seq=256 --steps=3]
+        [--sides=sftdiff-plain,sftdiff-chunked,transformers,decode-sftdiff,decode-transformers]
+
+The decode sides need a chat template in DIR (convert with --chat_template).
 
 Prints the load average at start and end beside the numbers (a loaded
 machine slows every side; say so when quoting a result with load > 1).
@@ -81,7 +85,62 @@ def run_torch(args):
   return times[1:], losses
 
 
+DECODE_PROMPTS = ["Write one sentence about the sea.", "List three prime numbers.",
+                  "What is the capital of Italy?", "Describe a cat.", "Count to five.",
+                  "Name a colour.", "Why is the sky blue?", "Say hello in French."]
+
+
+def decode_sftdiff(args):
+  """Batch-8 greedy decode through the eval Sampler (needs a chat template in
+  the HF dir); tokens/s over the second call (the first compiles)."""
+  from sftdiff.data.tokenizer import ChatTokenizer
+  from sftdiff.eval.sampler import Sampler, SamplerConfig
+  from sftdiff.eval.types import Request, SamplingParams
+  from sftdiff.models import hf_io
+  cfg, params = hf_io.load_hf_checkpoint(args.hf_dir, param_dtype="float32", dtype=args.dtype)
+  sampler = Sampler(cfg, params, ChatTokenizer.from_dir(args.hf_dir),
+                    sampler_config=SamplerConfig(max_batch_size=8))
+  requests = [Request(messages=({"role": "user", "content": p},)) for p in DECODE_PROMPTS]
+  sp = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.0)
+  sampler.generate(requests, sp)
+  start = time.perf_counter()
+  out = sampler.generate(requests, sp)
+  return time.perf_counter() - start, sum(len(c[0].token_ids) for c in out)
+
+
+def decode_torch(args):
+  import torch
+  import transformers
+  from sftdiff.data.tokenizer import ChatTokenizer
+  tok = ChatTokenizer.from_dir(args.hf_dir)
+  model = transformers.AutoModelForCausalLM.from_pretrained(args.hf_dir, dtype=torch.float32).eval()
+  rows = [tok.encode_prompt([{"role": "user", "content": p}]) for p in DECODE_PROMPTS]
+  width = max(map(len, rows))
+  ids = torch.tensor([[tok.pad_id] * (width - len(r)) + r for r in rows])
+  mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+  kwargs = dict(attention_mask=mask, max_new_tokens=args.new_tokens, do_sample=False,
+                eos_token_id=list(tok.stop_ids), pad_token_id=tok.pad_id)
+  with torch.no_grad():
+    model.generate(ids, **kwargs)
+    start = time.perf_counter()
+    out = model.generate(ids, **kwargs)
+  new = out[:, width:]
+  stops = set(tok.stop_ids)
+  count = 0
+  for row in new.tolist():
+    for t in row:
+      if t in stops:
+        break
+      count += 1
+  return time.perf_counter() - start, count
+
+
 def child(args):
+  if args.side.startswith("decode-"):
+    seconds, tokens = (decode_torch if args.side == "decode-transformers" else decode_sftdiff)(args)
+    print(f"RESULT side={args.side} batch=8 seconds={seconds:.2f} tokens={tokens} "
+          f"tokens_per_s={tokens / seconds:.1f} peak_rss_gb={_peak_rss_gb():.2f}", flush=True)
+    return
   times, losses = (run_torch if args.side == "transformers" else run_sftdiff)(args)
   step = float(np.median(times))
   print(f"RESULT side={args.side} loss_chunk={args.loss_chunk} step_s={step:.2f} "
@@ -98,6 +157,7 @@ def main():
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--remat", action="store_true")
   parser.add_argument("--loss_chunk", type=int, default=128)
+  parser.add_argument("--new_tokens", type=int, default=32)
   parser.add_argument("--side", default=None, help="internal: run one side in this process")
   parser.add_argument("--sides", default="sftdiff-plain,sftdiff-chunked,transformers")
   args = parser.parse_args()
@@ -106,10 +166,10 @@ def main():
   print(f"load average at start: {os.getloadavg()}", flush=True)
   for side in args.sides.split(","):
     chunk = {"sftdiff-plain": 0}.get(side, args.loss_chunk)
-    name = "transformers" if side == "transformers" else "sftdiff"
+    name = side if side in ("transformers", "decode-sftdiff", "decode-transformers") else "sftdiff"
     cmd = [sys.executable, __file__, f"--hf_dir={args.hf_dir}", f"--batch={args.batch}",
            f"--seq={args.seq}", f"--steps={args.steps}", f"--dtype={args.dtype}",
-           f"--loss_chunk={chunk}", f"--side={name}"] + (["--remat"] if args.remat else [])
+           f"--loss_chunk={chunk}", f"--new_tokens={args.new_tokens}", f"--side={name}"] + (["--remat"] if args.remat else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT")]
     print(lines[0] if lines else f"{side} failed (rc {out.returncode}): {out.stderr[-2000:]}",
