@@ -86,7 +86,8 @@ def check_inputs(model_dir: str) -> None:
       raise arms.ArmError(f"gin macro ARM: {e}") from None
   tok_dir = checkpoints.find_tokenizer_dir(
       _bound("trainer.train.tokenizer_dir"), init, model_dir)
-  tokenizer_lib.ChatTokenizer.from_dir(str(tok_dir))  # loads it and its template
+  # As the trainer loads it: a gin-chosen template (chat_tokenizer.*) counts.
+  tokenizer_lib.load_tokenizer(str(tok_dir))
 
 
 def main(argv):

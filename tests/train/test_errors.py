@@ -100,7 +100,8 @@ def test_missing_chat_template_is_named_before_compute(helpers, tmp_path, broken
   config_path.write_text(json.dumps(config))
   (broken_init / "chat_template.jinja").unlink(missing_ok=True)
   proc = _train(helpers, _args(helpers, tmp_path, broken_init), tmp_path=tmp_path)
-  _assert_config_error(proc, str(broken_init), "no chat_template")
+  _assert_config_error(proc, str(broken_init), "has no chat template")
+  assert "--gin.chat_tokenizer.chat_template=" in proc.stderr  # says how to choose one
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
