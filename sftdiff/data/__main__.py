@@ -72,7 +72,7 @@ def _tokenizer(required: bool):
       raise gin_utils.GinConfigError("--tokenizer_dir is required for this command")
     return None
   from sftdiff.data import tokenizer
-  return tokenizer.ChatTokenizer.from_dir(_TOKENIZER_DIR.value)
+  return tokenizer.load_tokenizer(_TOKENIZER_DIR.value)  # gin: chat_tokenizer.*
 
 
 def _declared_arms(data) -> dict[str, str]:
@@ -205,8 +205,9 @@ def main(argv) -> None:
     return cmd_rollouts([argv[0], *argv[2:]])
   if len(argv) > 2:
     raise gin_utils.GinConfigError(f"unexpected arguments: {argv[2:]}")
-  # Registers DataConfig / make_train_data with gin before bindings are parsed.
-  from sftdiff.data import train_data  # pylint: disable=unused-import
+  # Registers DataConfig / make_train_data / chat_tokenizer with gin before
+  # bindings are parsed.
+  from sftdiff.data import tokenizer, train_data  # pylint: disable=unused-import
   gin_utils.parse_from_flags(known_macros=("ARM", "ARM_NAME", "ARMS"))
   # Data and arm errors (ArmError, DataValidationError, CoverageError, a
   # missing file, ...) exit 2 with their message (sftdiff.cli).

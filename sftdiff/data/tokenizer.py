@@ -394,9 +394,9 @@ def _load_tokenizer(path: str, chat_template: str | None = None,
                                 template_kwargs=template_kwargs, date=date)
 
 
-# Binaries that import this module only after parsing their gin config (the
-# data CLI) still load; binding `chat_tokenizer.*` needs it imported before
-# parsing (the trainer does).
+# Registered under unlock_config so a lazy import after parsing still works;
+# binding `chat_tokenizer.*` needs it imported before parsing (train, eval,
+# data and serve binaries do).
 with gin.unlock_config():
   load_tokenizer = gin.configurable("chat_tokenizer", denylist=["path"])(
       _load_tokenizer)

@@ -128,8 +128,12 @@ def discover(root: str | os.PathLike) -> tuple[list[CheckpointRef], list[pathlib
 
 
 def load_for_eval(ref_or_path, *, tokenizer_dir=None, dtype: str | None = None):
-  """(ModelConfig, params, ChatTokenizer) for a CheckpointRef or a path."""
-  from sftdiff.data.tokenizer import ChatTokenizer
+  """(ModelConfig, params, ChatTokenizer) for a CheckpointRef or a path.
+
+  The tokenizer loads as the trainer's does: a template chosen in gin
+  (`chat_tokenizer.chat_template`, e.g. for a base checkpoint) counts.
+  """
+  from sftdiff.data.tokenizer import load_tokenizer
   if isinstance(ref_or_path, CheckpointRef):
     ref = ref_or_path
   else:
@@ -150,5 +154,5 @@ def load_for_eval(ref_or_path, *, tokenizer_dir=None, dtype: str | None = None):
       cfg = cfg.replace(dtype=dtype)
     tok_candidates = (tokenizer_dir, ref.model_dir)
   from sftdiff.train.checkpoints import find_tokenizer_dir
-  tok = ChatTokenizer.from_dir(str(find_tokenizer_dir(*tok_candidates)))
+  tok = load_tokenizer(str(find_tokenizer_dir(*tok_candidates)))
   return cfg, params, tok

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import gin
 
 from sftdiff import gin_utils
+from sftdiff.data import tokenizer as _tokenizer  # noqa: F401  registers chat_tokenizer.* with gin
 from sftdiff.eval import api_client, benchmarks, checkpoints, runner
 from sftdiff.eval.autorater import Autorater, LocalJudge, OpenAIJudge
 from sftdiff.eval.benchmarks.base import RubricRater

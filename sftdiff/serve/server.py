@@ -10,6 +10,7 @@ import sys
 import gin
 
 from sftdiff import gin_utils
+from sftdiff.data import tokenizer as _tokenizer  # noqa: F401  registers chat_tokenizer.* with gin
 from sftdiff.eval import sampler as sampler_lib
 from sftdiff.serve.app import ServeConfig, make_app
 

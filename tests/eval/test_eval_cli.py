@@ -131,3 +131,23 @@ def test_read_only_checkpoint_is_evaluated_into_output_dir(hf_dir, tmp_path):
   for path in [where / "binding.json", out / "results.jsonl"]:
     text = path.read_text()
     assert "NaN" not in text and "Infinity" not in text
+
+
+def test_base_checkpoint_without_template_takes_one_from_gin(tmp_path):
+  """A base checkpoint has no chat template: rc 2 saying how to choose one, and
+  with `chat_tokenizer.chat_template` bound in gin it evaluates."""
+  from sftdiff.testing.models import write_random_hf_checkpoint
+  from sftdiff.testing.tokenizer import write_test_tokenizer
+  base = tmp_path / "base"
+  write_test_tokenizer(str(base), chat_template=None)
+  write_random_hf_checkpoint(base, "llama", vocab_size=512)
+  flags = [f"--gin.CHECKPOINT_DIR='{base}'", "--gin.run_eval.import_modules=['sftdiff.toyworld']",
+           "--gin.BENCHMARKS=['toy_date_confusion']",  # rule-rated: no judge needed
+           "--gin.JUDGE_KIND='none'", "--gin.LIMIT_PROMPTS=1", "--gin.run_eval.dtype='float32'"]
+  refused = _eval(*flags)
+  assert refused.returncode == 2, refused.stderr[-2000:]
+  assert "--gin.chat_tokenizer.chat_template=" in refused.stderr
+  ok = _eval(*flags, "--gin.chat_tokenizer.chat_template='chatml'")
+  assert ok.returncode == 0, ok.stderr[-3000:]
+  [samples] = list(base.rglob("samples.jsonl"))
+  assert samples.read_text().strip()
