@@ -28,3 +28,24 @@ def tok(tok_dir):
 @pytest.fixture(scope="module")
 def hf_tok(tok_dir):
   return transformers.AutoTokenizer.from_pretrained(tok_dir)
+
+
+@pytest.fixture
+def function_task():
+  """`register(name, features)`: a SeqIO task over in-memory feature columns
+  (registered once per process), as a `seqio:` source URI."""
+  import numpy as np
+  import seqio
+  import tensorflow as tf
+
+  def register(name, features):
+    def dataset_fn(split, shuffle_files, seed=None):
+      del split, shuffle_files, seed
+      return tf.data.Dataset.from_tensor_slices(
+          {k: np.array(v) for k, v in features.items()})
+
+    if name not in seqio.TaskRegistry.names():
+      seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(
+          dataset_fn, splits=["train"]), output_features={})
+    return f"seqio:{name}/train"
+  return register

@@ -10,8 +10,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import seqio
-import tensorflow as tf
 
 from sftdiff.data import example_data
 from sftdiff.data import joined
@@ -183,21 +181,15 @@ def test_parquet_string_column_with_bad_bytes_names_the_row(tmp_path):
   assert report.skipped == {"undecodable_bytes": 1}
 
 
-def test_external_task_with_bad_bytes_names_the_example():
+def test_external_task_with_bad_bytes_names_the_example(function_task):
   msgs = [json.dumps([{"role": "user", "content": f"u{i}"},
                       {"role": "assistant", "content": f"a{i}"}]).encode()
           for i in range(3)]
   msgs[1] = msgs[1].replace(b"a1", b"a\xff")
 
-  def dataset_fn(split, shuffle_files, seed=None):
-    del split, shuffle_files, seed
-    return tf.data.Dataset.from_tensor_slices({"messages": np.array(msgs)})
-
   task = "test_data_files.bad_bytes"
-  if task not in seqio.TaskRegistry.names():
-    seqio.TaskRegistry.add(task, source=seqio.FunctionDataSource(
-        dataset_fn, splits=["train"]), output_features={})
-  spec = sources.parse_uri("ext", f"seqio:{task}/train")
+  uri = function_task(task, {"messages": msgs})
+  spec = sources.parse_uri("ext", uri)
   with pytest.raises(records.DataValidationError,
                      match=rf"^{task}:train example 1: a string feature is not UTF-8"):
     sources.read_records(spec)

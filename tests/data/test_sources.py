@@ -2,12 +2,10 @@
 
 import json
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import seqio
-import tensorflow as tf
 
 from sftdiff.data import records
 from sftdiff.data import sources
@@ -84,21 +82,14 @@ def test_prompt_set_from_a_sources_conversations(tmp_path):
                      "messages": [{"role": "user", "content": "question 2"}]}
 
 
-def test_existing_seqio_task(tmp_path):
+def test_existing_seqio_task(tmp_path, function_task):
   msgs = [json.dumps([{"role": "user", "content": f"u{i}"},
                       {"role": "assistant", "content": f"a{i}" if i != 2 else ""}])
           for i in range(4)]
 
-  def dataset_fn(split, shuffle_files, seed=None):
-    del split, shuffle_files, seed
-    return tf.data.Dataset.from_tensor_slices(
-        {"messages": np.array(msgs), "subset": np.array(["x"] * 4)})
-
   task = "test_sources.external_rollouts"
-  if task not in seqio.TaskRegistry.names():
-    seqio.TaskRegistry.add(task, source=seqio.FunctionDataSource(
-        dataset_fn, splits=["train"]), output_features={})
-  spec = sources.parse_uri("ext", f"seqio:{task}/train")
+  uri = function_task(task, {"messages": msgs, "subset": ["x"] * 4})
+  spec = sources.parse_uri("ext", uri)
   with pytest.raises(records.DataValidationError,
                      match=rf"{task}:train example 2: .*empty content"):
     sources.read_records(spec)
