@@ -25,6 +25,34 @@ class ApiCallError(RuntimeError):
   """A chat completion failed after all retries (or with a non-retryable error)."""
 
 
+class BudgetExhausted(RuntimeError):
+  """Not sent: the run's token budget (`max_judge_tokens`) is spent."""
+
+
+class TokenBudget:
+  """Tokens (prompt + completion, from each reply's `usage`) one run may spend.
+
+  Shared by every client of a run (all judges). It is checked before each
+  request is sent, so requests already in flight when it runs out still
+  finish: the overshoot is at most `max_concurrency` replies.
+  """
+
+  def __init__(self, max_tokens: int | None):
+    if max_tokens is not None and max_tokens < 0:
+      raise ValueError(f"max_judge_tokens must be >= 0 or None, got {max_tokens}")
+    self.max_tokens = max_tokens
+    self.spent = 0
+    self.refused = 0  # requests not sent because the budget was spent
+
+  @property
+  def exhausted(self) -> bool:
+    return self.max_tokens is not None and self.spent >= self.max_tokens
+
+  def to_json(self) -> dict[str, Any]:
+    return {"max_judge_tokens": self.max_tokens, "spent": self.spent,
+            "refused_requests": self.refused, "exhausted": self.exhausted}
+
+
 @dataclasses.dataclass(frozen=True)
 class ApiConfig:
   model: str
@@ -62,8 +90,9 @@ class _MalformedReply(ValueError):
 class ChatClient:
   """Runs many chat completions concurrently (bounded) with retries."""
 
-  def __init__(self, config: ApiConfig):
+  def __init__(self, config: ApiConfig, budget: TokenBudget | None = None):
     self.config = config
+    self.budget = budget
     key = os.environ.get(config.api_key_env)
     if not key:
       raise ValueError(
@@ -75,6 +104,10 @@ class ChatClient:
     self.backoffs = 0  # waits before a retry
     self.backoff_s = 0.0  # seconds spent in them
     self.retry_after_honoured = 0  # waits the server asked for
+    # Summed from each successful reply's `usage` (0 where a server sends none).
+    self.prompt_tokens = 0
+    self.completion_tokens = 0
+    self.replies_without_usage = 0
     self._write_error: BaseException | None = None
 
   def __repr__(self):
@@ -108,6 +141,11 @@ class ChatClient:
         async with sem:
           if self._write_error is not None:  # nowhere to keep a reply: don't pay
             return ApiCallError("not sent: an earlier reply could not be stored")
+          if self.budget is not None and self.budget.exhausted:
+            self.budget.refused += 1
+            return BudgetExhausted(
+                f"not sent: max_judge_tokens={self.budget.max_tokens} spent "
+                f"({self.budget.spent} tokens)")
           try:
             text = await self._call(client, msgs, kwargs)
           except Exception as e:  # pylint: disable=broad-except
@@ -135,6 +173,7 @@ class ChatClient:
         if not getattr(resp, "choices", None):
           raise _MalformedReply("reply has no choices")
         content = resp.choices[0].message.content
+        self._count_usage(getattr(resp, "usage", None))
         return content if content is not None else ""
       except Exception as e:  # pylint: disable=broad-except
         if not _retryable(e) or attempt == cfg.max_retries:
@@ -161,10 +200,25 @@ class ChatClient:
         delay = min(delay * 2, cfg.max_backoff_s)
     raise AssertionError("unreachable")
 
+  def _count_usage(self, usage) -> None:
+    prompt = getattr(usage, "prompt_tokens", None) or 0
+    completion = getattr(usage, "completion_tokens", None) or 0
+    if usage is None:
+      self.replies_without_usage += 1
+    self.prompt_tokens += prompt
+    self.completion_tokens += completion
+    if self.budget is not None:
+      self.budget.spent += prompt + completion
+
   def stats(self) -> dict[str, float]:
     return {"http_attempts": self.calls, "retries": self.retries,
             "backoffs": self.backoffs, "backoff_s": round(self.backoff_s, 3),
             "retry_after_honoured": self.retry_after_honoured}
+
+  def usage(self) -> dict[str, int]:
+    return {"prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "replies_without_usage": self.replies_without_usage}
 
 
 def _headers(e: Exception):

@@ -11,7 +11,9 @@ no new calls. A reply that does not parse (or contradicts itself, or quotes
 evidence the response lacks) is retried once (a second cache entry,
 attempt=1), then the sample is recorded as unscored with the reason. A call
 that fails at the API is unscored with reason "api" and not cached, so a
-re-run asks again. `attempt_bases` (rejudge) shifts the attempt numbers so a
+re-run asks again. A call not sent because the run's token budget
+(`max_judge_tokens`) is spent is unscored with reason "budget", likewise
+asked again by a later run. `attempt_bases` (rejudge) shifts the attempt numbers so a
 rejudged sample gets fresh replies, themselves cached.
 """
 
@@ -55,9 +57,9 @@ class Judge(abc.ABC):
 class OpenAIJudge(Judge):
 
   def __init__(self, config: api_client.ApiConfig, *, temperature: float = 0.0,
-               max_tokens: int = 1024):
+               max_tokens: int = 1024, budget: api_client.TokenBudget | None = None):
     self.config = config
-    self.client = api_client.ChatClient(config)
+    self.client = api_client.ChatClient(config, budget=budget)
     self._params = {"temperature": temperature, "max_tokens": max_tokens}
 
   @property
@@ -74,6 +76,9 @@ class OpenAIJudge(Judge):
 
   def http_stats(self) -> dict[str, float]:
     return self.client.stats()
+
+  def usage(self) -> dict[str, int]:
+    return self.client.usage()
 
   def complete_many(self, prompts, attempt=0, on_done=None):
     # A retry after an unparseable reply must not reuse a deterministic
@@ -118,6 +123,7 @@ class RaterStats:
   parse_retries: int = 0
   unscored: int = 0
   api_errors: int = 0
+  budget_refused: int = 0  # samples left unscored because the token budget ran out
 
 
 class Autorater:
@@ -175,9 +181,13 @@ class Autorater:
         if isinstance(reply, Exception):
           # The call itself failed (after HTTP retries): unscored, not cached,
           # so a later run tries again.
-          self.stats.api_errors += 1
+          if isinstance(reply, api_client.BudgetExhausted):
+            self.stats.budget_refused += 1
+            reasons[i] = "budget"
+          else:
+            self.stats.api_errors += 1
+            reasons[i] = "api"
           errors[i] = f"{type(reply).__name__}: {reply}"
-          reasons[i] = "api"
           continue
         try:
           pv = rater.parse(reply, prompt, completion)

@@ -53,7 +53,9 @@ def _move_all(src: pathlib.Path, dst: pathlib.Path) -> None:
   """Moves the result files (binding last, so a kill mid-way is redone)."""
   with writing(dst):
     dst.mkdir(parents=True, exist_ok=True)
-    for name in RESULT_FILES + (BINDING,):
+    # verdicts.<judge>.jsonl: the verdicts of judges other than the primary.
+    extra = tuple(sorted(p.name for p in src.glob("verdicts.*.jsonl")))
+    for name in RESULT_FILES + extra + (BINDING,):
       if (src / name).exists():
         os.replace(src / name, dst / name)
 

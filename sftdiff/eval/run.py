@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import pathlib
+import re
 import tempfile
 from typing import Any, Sequence
 
@@ -37,8 +38,12 @@ gin.external_configurable(SamplerConfig)
 class JudgeConfig:
   """The autorater model. kind: 'openai' (any OpenAI-compatible base_url),
   'local' (a checkpoint through the sampler) or 'none' (rule raters only).
-  The key is read from the env var named by api_key_env — never put a key here."""
+  The key is read from the env var named by api_key_env — never put a key here.
+  `name` labels the judge in a panel (metrics.json `judge_panel`, the
+  `verdicts.<name>.jsonl` of a non-primary judge); the primary may leave it
+  empty ("primary")."""
   kind: str = "openai"
+  name: str = ""
   model: str = ""
   base_url: str = "https://api.openai.com/v1"
   api_key_env: str = "OPENAI_API_KEY"
@@ -84,14 +89,15 @@ def _api_config(cfg) -> api_client.ApiConfig:
       max_retry_after_s=cfg.max_retry_after_s, retry_budget_s=cfg.retry_budget_s)
 
 
-def make_judge(cfg: JudgeConfig | None, *, sampler_config=None, partition=None):
+def make_judge(cfg: JudgeConfig | None, *, sampler_config=None, partition=None,
+               budget: api_client.TokenBudget | None = None):
   if cfg is None or cfg.kind == "none":
     return None
   if cfg.kind == "openai":
     if not cfg.model:
       raise gin_utils.GinConfigError("JudgeConfig.model is empty; set JUDGE_MODEL")
     return OpenAIJudge(cfg.api_config(), temperature=cfg.temperature,
-                       max_tokens=cfg.max_tokens)
+                       max_tokens=cfg.max_tokens, budget=budget)
   if cfg.kind == "local":
     if not cfg.checkpoint:
       raise gin_utils.GinConfigError("JudgeConfig.kind='local' needs JudgeConfig.checkpoint")
@@ -147,28 +153,68 @@ def _check_key(env_name: str, what: str) -> None:
         f"environment variable {env_name!r} ({what}) is not set; export the API key there")
 
 
-def check_before_compute(benches, judge: JudgeConfig | None, teachers) -> None:
-  """Every check that needs no model: judge set up for the raters that need
+PRIMARY = "primary"  # the primary judge's name when JudgeConfig.name is empty
+_JUDGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def judge_names(judge: JudgeConfig | None, extra_judges: Sequence[JudgeConfig]) -> list[str]:
+  """[primary name, *extra names], checked: distinct and usable in file names."""
+  names = [(judge.name if judge is not None and judge.name else PRIMARY)]
+  for i, j in enumerate(extra_judges):
+    if not j.name:
+      raise gin_utils.GinConfigError(
+          f"run_eval.extra_judges[{i}]: JudgeConfig.name is empty; name each extra "
+          "judge (it labels its verdicts and agreement)")
+    names.append(j.name)
+  for n in names:
+    if not _JUDGE_NAME.match(n):
+      raise gin_utils.GinConfigError(
+          f"JudgeConfig.name {n!r}: use letters, digits, '_', '-', '.' (it names a file)")
+  dup = sorted({n for n in names if names.count(n) > 1})
+  if dup:
+    raise gin_utils.GinConfigError(f"judge names must be distinct; repeated: {dup} "
+                                   "(run_eval.judge / run_eval.extra_judges)")
+  return names
+
+
+def check_before_compute(benches, judge: JudgeConfig | None, teachers,
+                         extra_judges: Sequence[JudgeConfig] = ()) -> None:
+  """Every check that needs no model: judges set up for the raters that need
   one, API keys present, teachers named."""
   raters = _needs_judge(benches)
+  judge_names(judge, extra_judges)
   if raters:
     if judge is None or judge.kind == "none":
       raise gin_utils.GinConfigError(
           f"rater(s) {raters} need a judge model but JUDGE_KIND is 'none'; set "
           "JUDGE_KIND='openai' (JUDGE_MODEL, JUDGE_BASE_URL, JUDGE_API_KEY_ENV) or 'local'")
-    if judge.kind == "openai":
-      if not judge.model:
-        raise gin_utils.GinConfigError("JudgeConfig.model is empty; set JUDGE_MODEL")
-      _check_key(judge.api_key_env, f"JUDGE_API_KEY_ENV, for the judge of {raters}")
-    elif judge.kind == "local":
-      if not judge.checkpoint:
-        raise gin_utils.GinConfigError("JudgeConfig.kind='local' needs JUDGE_CHECKPOINT")
-      if not pathlib.Path(judge.checkpoint).exists():
-        raise gin_utils.GinConfigError(
-            f"JUDGE_CHECKPOINT: {judge.checkpoint} does not exist")
-    else:
+    for j in (judge, *extra_judges):
+      _check_judge(j, raters)
+  _check_teachers(teachers)
+
+
+def _check_judge(judge: JudgeConfig, raters) -> None:
+  label = f"judge {judge.name!r}" if judge.name else "the judge"
+  if judge.kind == "openai":
+    if not judge.model:
+      raise gin_utils.GinConfigError(f"JudgeConfig.model is empty ({label}); set JUDGE_MODEL")
+    _check_key(judge.api_key_env,
+               f"JudgeConfig.api_key_env of {label}, for {raters}" if judge.name
+               else f"JUDGE_API_KEY_ENV, for the judge of {raters}")
+  elif judge.kind == "local":
+    if not judge.checkpoint:
       raise gin_utils.GinConfigError(
-          f"JudgeConfig.kind must be 'openai', 'local' or 'none', got {judge.kind!r}")
+          f"JudgeConfig.kind='local' needs JudgeConfig.checkpoint ({label}; JUDGE_CHECKPOINT)")
+    if not pathlib.Path(judge.checkpoint).exists():
+      raise gin_utils.GinConfigError(
+          f"JudgeConfig.checkpoint of {label}: {judge.checkpoint} does not exist")
+  else:
+    raise gin_utils.GinConfigError(
+        f"JudgeConfig.kind of {label} must be 'openai' or 'local' here (raters {raters} "
+        f"need a judge), got {judge.kind!r}")
+
+
+def _check_teachers(teachers) -> None:
   for t in teachers:
     if not t.name:
       raise gin_utils.GinConfigError("TeacherConfig.name is empty (names the output dir)")
@@ -247,8 +293,16 @@ def run_eval(checkpoint_dir: str | None = None,
              limit_prompts: int | None = None,
              judge_chunk: int = 64,
              seed: int = 0,
-             rejudge: bool = False) -> list[dict[str, Any]]:
+             rejudge: bool = False,
+             extra_judges: Sequence[JudgeConfig] = (),
+             max_judge_tokens: int | None = None) -> list[dict[str, Any]]:
   """Evaluates every checkpoint under `checkpoint_dir` and every teacher.
+
+  `judge` is the primary judge (the headline metrics); each of
+  `extra_judges` (each named) rates the same samples too, for agreement.
+  `max_judge_tokens` caps the prompt + completion tokens all API judges
+  together may spend in this run: once spent, the rest stay unscored with
+  reason "budget" (a later run asks again).
 
   Everything that can be checked without a model is checked first, and
   nothing is created when there is nothing to evaluate. `rejudge` asks the
@@ -264,7 +318,12 @@ def run_eval(checkpoint_dir: str | None = None,
     raise gin_utils.GinConfigError("nothing to evaluate: set CHECKPOINT_DIR and/or "
                                    "run_eval.teachers")
   benches = _build_benchmarks(benchmark_names, benchmark_overrides, limit_prompts)
-  check_before_compute(benches, judge, teachers)
+  check_before_compute(benches, judge, teachers, extra_judges)
+  names = judge_names(judge, extra_judges)
+  try:
+    budget = api_client.TokenBudget(max_judge_tokens)
+  except ValueError as e:
+    raise gin_utils.GinConfigError(f"run_eval.max_judge_tokens: {e}") from None
   refs = []
   if checkpoint_dir is not None:
     refs = _discover_or_fail(checkpoint_dir, bool(teachers))
@@ -274,8 +333,13 @@ def run_eval(checkpoint_dir: str | None = None,
                            "set OUTPUT_DIR to a writable directory")
   gin_utils.write_operative_config(root, "eval_config.gin")
   cache = JudgeCache(judge_cache_path or root / "judge_cache.sqlite")
-  autorater = Autorater(cache=cache, judge_factory=lambda: make_judge(
-      judge, sampler_config=sampler_config, partition=partition))
+  def autorater_for(cfg):
+    return Autorater(cache=cache, judge_factory=lambda: make_judge(
+        cfg, sampler_config=sampler_config, partition=partition, budget=budget))
+  autorater = autorater_for(judge)
+  panel = {name: autorater_for(cfg) for name, cfg in zip(names[1:], extra_judges)}
+  judging = dict(autorater=autorater, panel=panel, primary_judge=names[0],
+                 judge_chunk=judge_chunk, rejudge=rejudge)
   results_path = root / "results.jsonl"
   results = []
   generator_settings = local_generator_settings(sampler_config, dtype)
@@ -293,8 +357,7 @@ def run_eval(checkpoint_dir: str | None = None,
 
     for bench in benches:
       res = runner.evaluate(bench, result_dir(ref, bench.name, output_dir),
-                            generator=factory, autorater=autorater, target=target,
-                            seed=seed, judge_chunk=judge_chunk, rejudge=rejudge)
+                            generator=factory, target=target, seed=seed, **judging)
       runner.update_results(results_path, res)
       results.append(res)
       _log_result(res)
@@ -307,12 +370,17 @@ def run_eval(checkpoint_dir: str | None = None,
               "fingerprint": f"api:{t.model}@{t.base_url}", "generator": gen.settings}
     for bench in benches:
       res = runner.evaluate(bench, tdir / "eval" / bench.name, generator=gen,
-                            autorater=autorater, target=target, seed=seed,
-                            judge_chunk=judge_chunk, rejudge=rejudge)
+                            target=target, seed=seed, **judging)
       runner.update_results(results_path, res)
       results.append(res)
       _log_result(res)
   log.info("judge stats: %s", autorater.stats)
+  for name, other in panel.items():
+    log.info("judge %s stats: %s", name, other.stats)
+  if budget.refused:
+    log.warning("max_judge_tokens=%d spent (%d tokens): %d judge request(s) not sent; "
+                "their samples are unscored with reason 'budget' and a rerun asks again",
+                max_judge_tokens, budget.spent, budget.refused)
   cache.close()
   return results
 

@@ -32,9 +32,9 @@ from typing import Any, Callable, Sequence
 import tqdm
 
 from sftdiff import strict_json
-from sftdiff.eval import result_binding
+from sftdiff.eval import judge_panel, result_binding
 from sftdiff.eval.autorater import NUM_PARSE_ATTEMPTS, Autorater
-from sftdiff.eval.benchmarks.base import Benchmark, SampleResult
+from sftdiff.eval.benchmarks.base import Benchmark, RubricRater, SampleResult
 from sftdiff.eval.generators import stable_seed
 from sftdiff.eval.output_errors import writing
 from sftdiff.eval.types import Request, Verdict
@@ -42,6 +42,9 @@ from sftdiff.eval.types import Request, Verdict
 log = logging.getLogger(__name__)
 
 SAMPLES, VERDICTS, METRICS = "samples.jsonl", "verdicts.jsonl", "metrics.json"
+# Unscored for a reason a later run can fix by asking again.
+RETRIED_REASONS = ("api", "budget")
+TOKEN_FIELDS = ("prompt_tokens", "completion_tokens")
 
 
 def progress(total: int, desc: str) -> tqdm.tqdm:
@@ -100,8 +103,14 @@ def evaluate(bench: Benchmark, out_dir: pathlib.Path, *,
              seed: int = 0,
              prompts_per_chunk: int | None = None,
              judge_chunk: int = 64,
-             rejudge: bool = False) -> dict[str, Any]:
+             rejudge: bool = False,
+             panel: dict[str, Autorater] | None = None,
+             primary_judge: str = "primary") -> dict[str, Any]:
   """Samples, rates and scores `bench` for one target; returns metrics.json.
+
+  `autorater` is the primary judge (the headline metrics); `panel` names the
+  other judges, whose verdicts go to `verdicts.<name>.jsonl` and whose
+  metrics and agreement with the others go to metrics.json's `judge_panel`.
 
   `generator` is a generator object or a zero-arg factory (called only if
   some sampling is still to do, so a finished target loads no model).
@@ -143,50 +152,22 @@ def evaluate(bench: Benchmark, out_dir: pathlib.Path, *,
         append_jsonl(samples_path, recs)
         bar.update(len(part) * n)
 
-  # --- rating (skip samples already rated with this rater version, except
-  # those an API failure left unscored, and under `rejudge` any unscored one)
+  # --- rating: the primary judge (headline metrics), then every other judge
   by_id = {p.prompt_id: p for p in prompts}
   wanted = [samples[(p.prompt_id, i)] for p in prompts for i in range(n)]
-  verdicts: dict[tuple, Verdict] = {}
-  for r in read_jsonl(verdicts_path):
-    verdicts[(r["prompt_id"], r["sample_index"], r["rater"], r["rubric_version"])] = (
-        Verdict.from_json(r))
-  retried: dict[str, int] = {}
-  recovered: dict[str, int] = {}
+  where = f"{target.get('name')}/{bench.name}"
+  usage_before = {name: _judge_usage(a) for name, a in [(primary_judge, autorater),
+                                                        *(panel or {}).items()]}
   stats_before = _judge_stats(autorater)
-  for rater in bench.raters:
-    todo, bases = [], []
-    for s in wanted:
-      old = verdicts.get((s["prompt_id"], s["sample_index"], rater.name, rater.version))
-      if old is None:
-        todo.append(s)
-        bases.append(0)
-      elif old.unscored and (old.reason == "api" or rejudge):
-        todo.append(s)
-        # An API failure gets the same attempt numbers again; a rejudged parse
-        # failure gets fresh ones (its earlier replies stay cached).
-        bases.append(old.attempt_base + (NUM_PARSE_ATTEMPTS if old.reason == "parse" else 0))
-        retried[rater.name] = retried.get(rater.name, 0) + 1
-    if not todo:
-      continue
-    with progress(len(todo), f"{bench.name}: rating {rater.name}") as bar:
-      for start in range(0, len(todo), judge_chunk):
-        part = todo[start:start + judge_chunk]
-        got = autorater.rate(rater, [(by_id[s["prompt_id"]], s["completion"]) for s in part],
-                             attempt_bases=bases[start:start + judge_chunk])
-        recs = []
-        for s, v in zip(part, got):
-          key = (s["prompt_id"], s["sample_index"], rater.name, rater.version)
-          if key in verdicts and not v.unscored:
-            recovered[rater.name] = recovered.get(rater.name, 0) + 1
-          verdicts[key] = v
-          recs.append({"prompt_id": s["prompt_id"], "sample_index": s["sample_index"],
-                       **v.to_json()})
-        append_jsonl(verdicts_path, recs)
-        bar.update(len(part))
-  for name, k in retried.items():
-    log.info("%s/%s: re-rated %d formerly unscored sample(s) with %s; %d recovered",
-             target.get("name"), bench.name, k, name, recovered.get(name, 0))
+  verdicts, retried, recovered = _rate(bench.raters, wanted, by_id, verdicts_path, autorater,
+                                       rejudge=rejudge, judge_chunk=judge_chunk, where=where)
+  rubric = [r for r in bench.raters if isinstance(r, RubricRater)]
+  panel_verdicts = {}
+  for name, other in sorted((panel or {}).items()):
+    if rubric:
+      panel_verdicts[name], _, _ = _rate(rubric, wanted, by_id, out_dir / panel_verdicts_file(name),
+                                   other, rejudge=rejudge, judge_chunk=judge_chunk,
+                                   where=f"{where} [{name}]")
 
   # --- metrics
   rows = []
@@ -203,6 +184,10 @@ def evaluate(bench: Benchmark, out_dir: pathlib.Path, *,
       if v.unscored:
         by = reasons.setdefault(name, {})
         by[v.reason or "unknown"] = by.get(v.reason or "unknown", 0) + 1
+  panel_rows = {name: judge_panel.rows_with(rows, vs, rubric)
+                for name, vs in panel_verdicts.items()}
+  identities = {name: ", ".join(sorted({row.verdicts[r.name].judge for row in rs for r in rubric}))
+                for name, rs in [(primary_judge, rows), *panel_rows.items()]}
   on_disk = result_binding.read_binding(out_dir) or {}
   result = {
       **bench.describe(),
@@ -218,11 +203,93 @@ def evaluate(bench: Benchmark, out_dir: pathlib.Path, *,
       "rerun": {"rejudge": rejudge, "retried_unscored": retried, "recovered": recovered,
                 "superseded": bound["superseded"], "restored": bound["restored"]},
       "judge_http": _delta(_judge_stats(autorater), stats_before),
+      "judge_tokens": _token_totals(out_dir, usage_before,
+                                    {primary_judge: autorater, **(panel or {})}, identities),
       "seed": seed,
       "metrics": bench.metric(rows),
   }
+  if panel_rows:
+    result["judge_panel"] = judge_panel.summarize(
+        bench, primary_judge, {primary_judge: rows, **panel_rows}, identities)
   write_json_atomic(out_dir / METRICS, result)
   return strict_json.sanitize(result)  # what metrics.json holds (NaN -> null)
+
+
+def panel_verdicts_file(judge_name: str) -> str:
+  """Where a non-primary judge's verdicts go (beside the primary's)."""
+  return f"verdicts.{judge_name}.jsonl"
+
+
+def _rate(raters, wanted, by_id, verdicts_path: pathlib.Path, autorater: Autorater, *,
+          rejudge: bool, judge_chunk: int, where: str) -> dict[tuple, Verdict]:
+  """Rates `wanted` samples with `raters` (skip samples already rated with
+  this rater version, except those an API failure or the token budget left
+  unscored, and under `rejudge` any unscored one); returns every verdict."""
+  verdicts: dict[tuple, Verdict] = {}
+  for r in read_jsonl(verdicts_path):
+    verdicts[(r["prompt_id"], r["sample_index"], r["rater"], r["rubric_version"])] = (
+        Verdict.from_json(r))
+  retried: dict[str, int] = {}
+  recovered: dict[str, int] = {}
+  for rater in raters:
+    todo, bases = [], []
+    for s in wanted:
+      old = verdicts.get((s["prompt_id"], s["sample_index"], rater.name, rater.version))
+      if old is None:
+        todo.append(s)
+        bases.append(0)
+      elif old.unscored and (old.reason in RETRIED_REASONS or rejudge):
+        todo.append(s)
+        # An API failure gets the same attempt numbers again; a rejudged parse
+        # failure gets fresh ones (its earlier replies stay cached).
+        bases.append(old.attempt_base + (NUM_PARSE_ATTEMPTS if old.reason == "parse" else 0))
+        retried[rater.name] = retried.get(rater.name, 0) + 1
+    if not todo:
+      continue
+    with progress(len(todo), f"{where}: rating {rater.name}") as bar:
+      for start in range(0, len(todo), judge_chunk):
+        part = todo[start:start + judge_chunk]
+        got = autorater.rate(rater, [(by_id[s["prompt_id"]], s["completion"]) for s in part],
+                             attempt_bases=bases[start:start + judge_chunk])
+        recs = []
+        for s, v in zip(part, got):
+          key = (s["prompt_id"], s["sample_index"], rater.name, rater.version)
+          if key in verdicts and not v.unscored:
+            recovered[rater.name] = recovered.get(rater.name, 0) + 1
+          verdicts[key] = v
+          recs.append({"prompt_id": s["prompt_id"], "sample_index": s["sample_index"],
+                       **v.to_json()})
+        append_jsonl(verdicts_path, recs)
+        bar.update(len(part))
+  for name, k in retried.items():
+    log.info("%s: re-rated %d formerly unscored sample(s) with %s; %d recovered",
+             where, k, name, recovered.get(name, 0))
+
+  return verdicts, retried, recovered
+
+
+def _judge_usage(autorater: Autorater) -> dict[str, int]:
+  fn = getattr(autorater.built_judge, "usage", None)
+  return fn() if fn is not None else {}
+
+
+def _token_totals(out_dir: pathlib.Path, before: dict[str, dict[str, int]],
+                  autoraters: dict[str, Autorater],
+                  identities: dict[str, str]) -> dict[str, dict[str, Any]]:
+  """Judge tokens per judge on this benchmark: spent by this run, and in total
+  over the runs of this result (the earlier total is read back from the
+  metrics.json it replaces; a superseded result starts again from 0)."""
+  earlier = {}
+  if (out_dir / METRICS).exists():
+    earlier = strict_json.load(out_dir / METRICS).get("judge_tokens") or {}
+  out = {}
+  for name, a in autoraters.items():
+    now = _delta(_judge_usage(a), before.get(name, {}))
+    run = {k: int(now.get(k, 0)) for k in TOKEN_FIELDS}
+    prev = (earlier.get(name) or {}).get("total") or {}
+    out[name] = {"judge": identities.get(name, ""), "this_run": run,
+                 "total": {k: int(prev.get(k, 0)) + run[k] for k in TOKEN_FIELDS}}
+  return out
 
 
 def _judge_stats(autorater: Autorater) -> dict[str, float]:

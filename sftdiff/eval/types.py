@@ -84,6 +84,7 @@ class Verdict:
   `value` is a bool (rates), a float (scores) or None when `unscored`.
   Unscored samples are counted, never silently treated as 0/"no".
   `unscored_reason` says why: "api" (the call failed; a re-run asks again),
+  "budget" (not sent: the run's `max_judge_tokens` was spent; a re-run asks),
   "parse" (the judge's replies broke the rubric twice: its answer, retried
   only under `rejudge`) or "rule" (a rule rater raised). `attempt_base`
   offsets the judge-cache attempt numbers of a rejudged sample.

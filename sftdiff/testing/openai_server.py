@@ -10,6 +10,10 @@ as the `Retry-After` header), "timeout" (sleeps past the client's timeout),
 Every request is counted (`calls`), so tests can assert that a re-run made no
 new calls; the Authorization headers seen are kept (`auth_headers`), and each
 request's arrival on the monotonic clock (`arrivals`), to measure backoffs.
+Each reply carries a `usage` block: by default `word_usage` (whitespace words
+of the request's message contents / of the reply), so tests can compute the
+expected token sums by hand; `usage_fn(messages, text) -> dict | None` replaces
+it (None: a reply without `usage`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,14 @@ def echo_responder(messages, body) -> str:
   return "echo: " + str(messages[-1]["content"])[:200]
 
 
+def word_usage(messages, text: str) -> dict[str, int]:
+  """OpenAI-shaped usage counting whitespace-separated words."""
+  prompt = sum(len(str(m.get("content", "")).split()) for m in messages)
+  completion = len(text.split())
+  return {"prompt_tokens": prompt, "completion_tokens": completion,
+          "total_tokens": prompt + completion}
+
+
 class _Server(http.server.ThreadingHTTPServer):
   request_queue_size = 256  # the default (5) refuses bursts of concurrent clients
   daemon_threads = True
@@ -41,8 +53,10 @@ class OpenAITestServer:
   def __init__(self, responder: Callable[[list, dict], str] = echo_responder, *,
                faults: Iterable[str | None] = (),
                fault_fn: Callable[[int, list], str | None] | None = None,
-               timeout_sleep_s: float = 1.0):
+               timeout_sleep_s: float = 1.0,
+               usage_fn: Callable[[list, str], dict | None] = word_usage):
     self.responder = responder
+    self.usage_fn = usage_fn
     self._faults = list(faults)
     self.fault_fn = fault_fn
     self.timeout_sleep_s = timeout_sleep_s
@@ -176,8 +190,10 @@ class OpenAITestServer:
             "created": int(time.time()), "model": body.get("model", "test"),
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         }
+        usage = server.usage_fn(messages, text)
+        if usage is not None:
+          resp["usage"] = usage
         try:
           self._send(200, json.dumps(resp).encode())
         except (BrokenPipeError, ConnectionResetError):
