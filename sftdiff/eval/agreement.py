@@ -35,6 +35,11 @@ def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float:
   return _kappa_from_counts(_confusion(ia, ib, len(cats)))
 
 
+def kappa_from_table(categories_a_by_b: Sequence[Sequence[int]]) -> float:
+  """Cohen's κ of a confusion table (rows: judge a, columns: judge b)."""
+  return _kappa_from_counts(np.asarray(categories_a_by_b, dtype=np.float64))
+
+
 def _confusion(ia, ib, k: int):
   counts_KxK = np.zeros((k, k), dtype=np.float64)
   np.add.at(counts_KxK, (ia, ib), 1.0)
@@ -64,7 +69,7 @@ def pairwise(pairs: Sequence[tuple[str, Hashable, Hashable]], *,
                          "interval_method": INTERVAL_METHOD}
   if not n:
     out.update(agreement=None, agreement_ci95=[None, None], kappa=None,
-               kappa_ci95=[None, None])
+               kappa_ci95=[None, None], table={"categories": [], "counts": []})
     return out
   cats = sorted({a for _, a, _ in pairs} | {b for _, _, b in pairs}, key=repr)
   index = {c: i for i, c in enumerate(cats)}
@@ -76,6 +81,8 @@ def pairwise(pairs: Sequence[tuple[str, Hashable, Hashable]], *,
   tables_PxKxK = np.stack([_confusion(np.array([x for x, _ in v]), np.array([y for _, y in v]), k)
                            for _, v in sorted(by_prompt.items())])
   total_KxK = tables_PxKxK.sum(axis=0)
+  # The confusion table (rows: judge a) lets a report pool several results.
+  out["table"] = {"categories": cats, "counts": total_KxK.astype(int).tolist()}
   out["agreement"] = float(np.trace(total_KxK) / n)
   out["kappa"] = _nan_to_none(_kappa_from_counts(total_KxK))
   rng = np.random.default_rng(seed)

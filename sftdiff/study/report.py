@@ -12,7 +12,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 from sftdiff import strict_json
-from sftdiff.study import figures
+from sftdiff.study import figures, judge_appendix
 from sftdiff.study.verdicts import StudyResults, Verdict, all_verdicts
 
 VERDICT_COLUMNS = ("trait", "hypothesis", "verdict", "evidence (95% intervals)",
@@ -233,6 +233,7 @@ def write_report(study_dir: str, title: str, res: StudyResults, *,
   verdicts = all_verdicts(res, expected)
   figs = figures.all_figures(res, out_dir, overlap)
   blocks = build_blocks(title, res, verdicts, figs, overlap, failures, notes)
+  blocks += judge_appendix.blocks(study_dir)  # judge agreement, cost, disagreements (p16)
   rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731
   md = os.path.join(out_dir, "report.md")
   with open(md, "w") as f:

@@ -186,3 +186,26 @@ def test_bad_extra_judges_are_config_errors(world, tmp_path, extra, message):
   with pytest.raises(gin_utils.GinConfigError, match=re.escape(message)):
     run.run_eval(**_kwargs(world, tmp_path / "o", extra_judges=extra))
   assert world.server.calls == 0
+
+
+def test_study_report_shows_agreement_cost_and_disagreements(world, tmp_path):
+  from sftdiff.study import report as report_lib
+  from sftdiff.study import verdicts as V
+  study = tmp_path / "study"
+  extra = [_judge(world, "judge-b", name="judge_b", max_concurrency=4)]
+  (res,) = run.run_eval(**_kwargs(world, study / "evals", extra_judges=extra))
+  (pair,) = res["judge_panel"]["agreement"]["date_confusion"]
+  empty = V.StudyResults(traits=["date"], arms={}, scores={}, teacher_fraction={},
+                         teacher_scores={})
+  md = open(report_lib.write_report(str(study), "Judged", empty)["md"]).read()
+  agree_line = [line for line in md.splitlines() if "primary vs judge_b" in line]
+  assert agree_line == [f"| date_confusion | date_confusion | primary vs judge_b | 1 | "
+                        f"{pair['n']} | {pair['agreement']:.2f} | {pair['kappa']:.2f} | "
+                        f"{pair['kappa']:.2f} – {pair['kappa']:.2f} |"]
+  toks = res["judge_tokens"]["judge_b"]["total"]
+  assert (f"| date_confusion | judge_b | {toks['prompt_tokens']} | "
+          f"{toks['completion_tokens']} | {sum(toks.values())} | 0 |") in md
+  assert "## Appendix: samples the judges disagree on" in md
+  for d in res["judge_panel"]["disagreements"]:
+    yes = [v["evidence"] for v in d["verdicts"].values() if v["value"]]
+    assert f"{d['prompt_id']}#{d['sample_index']}" in md and f"“{yes[0]}”" in md
