@@ -209,3 +209,25 @@ def test_study_report_shows_agreement_cost_and_disagreements(world, tmp_path):
   for d in res["judge_panel"]["disagreements"]:
     yes = [v["evidence"] for v in d["verdicts"].values() if v["value"]]
     assert f"{d['prompt_id']}#{d['sample_index']}" in md and f"“{yes[0]}”" in md
+
+
+def test_eval_gin_binds_extra_judges_and_the_budget():
+  import gin
+
+  from sftdiff import gin_utils
+  gin.clear_config()
+  try:
+    gin_utils.parse(["runs/eval.gin"], [
+        "CHECKPOINT_DIR = None", "BENCHMARKS = ['date_confusion']", "MAX_JUDGE_TOKENS = 500",
+        "judge_b/JudgeConfig.name = 'judge_b'", "judge_b/JudgeConfig.model = 'model-b'",
+        "run_eval.extra_judges = [@judge_b/JudgeConfig()]"])
+    (ref,) = gin.query_parameter("run_eval.extra_judges")
+    judge_b = ref.scoped_configurable_fn()
+    primary = gin.query_parameter("run_eval.judge").scoped_configurable_fn()
+    # The scoped judge inherits the unscoped bindings it does not override.
+    assert (judge_b.name, judge_b.model, judge_b.base_url) == (
+        "judge_b", "model-b", primary.base_url)
+    assert (primary.name, primary.model) == ("", "gpt-4.1-mini")
+    assert gin_utils.query_macro("MAX_JUDGE_TOKENS") == 500
+  finally:
+    gin.clear_config()
