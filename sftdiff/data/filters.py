@@ -237,8 +237,14 @@ def register_labels_file(name: str, path: str, *, unlabeled: str = "fail",
     return {"unknown_ids": len(extra),
             "unlabeled": len(prompt_ids - set(labels))}
 
-  return _add(Filter(name, f"labels:{digest}:{unlabeled}:{unknown}", fn,
-                     f"labels from {path}", check))
+  plain = Filter(name, f"labels:{digest}:{unlabeled}:{unknown}", fn, f"labels from {path}",
+                 check)
+  # An autorater run's labels name their judge and rubric (its .meta.json sidecar).
+  from sftdiff.data import autorater_filter
+  try:
+    return _add(autorater_filter.annotate(plain, path))
+  except autorater_filter.AutoraterLabelsError as e:
+    raise FilterError(f"filter {name!r}: {e}") from None
 
 
 def unregister(name: str) -> None:

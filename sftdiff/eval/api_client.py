@@ -55,8 +55,10 @@ class TokenBudget:
 
 @dataclasses.dataclass(frozen=True)
 class ApiConfig:
-  model: str
-  base_url: str
+  """Where and how to call one OpenAI-compatible model (in gin: a scoped
+  `@judge/ApiConfig()` or `@<teacher>/ApiConfig()`)."""
+  model: str = ""
+  base_url: str = "https://api.openai.com/v1"
   api_key_env: str = "OPENAI_API_KEY"
   max_concurrency: int = 16
   max_retries: int = 5

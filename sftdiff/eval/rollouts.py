@@ -5,7 +5,7 @@
       --gin.run_rollouts.output_path="'teacher.jsonl'" \
       --gin.run_rollouts.source_name="'teacher'" \
       --gin.run_rollouts.checkpoint="'/runs/teacher_model'"   # or:
-      --gin.run_rollouts.teacher="@TeacherConfig()" --gin.TeacherConfig.model="'gpt-4o'" ...
+      --gin.run_rollouts.teacher="@TeacherConfig()" --gin.TeacherConfig.api="@teacher/ApiConfig()" --gin.teacher/ApiConfig.model="'gpt-4o'" ...
 
 Input: JSONL prompt records `{prompt_id, messages, subset}`. Output: one JSONL
 source record per prompt, `{prompt_id, completion: [{"role": "assistant",
@@ -45,7 +45,7 @@ def make_generator(checkpoint, teacher, *, sampler_config=None, partition=None,
     ref = _single_ref(checkpoint)
     sampler = _local_sampler(ref, sampler_config, partition, tokenizer_dir, dtype)
     return LocalGenerator(sampler, f"checkpoint:{ref.path}")
-  return ApiGenerator(teacher.api_config(), name=f"api:{teacher.name or teacher.model}@{teacher.base_url}",
+  return ApiGenerator(teacher.api, name=f"api:{teacher.name or teacher.api.model}@{teacher.api.base_url}",
                       system_prompt=teacher.system_prompt)
 
 

@@ -33,60 +33,47 @@ log = logging.getLogger("sftdiff.eval")
 gin.external_configurable(SamplerConfig)
 
 
+gin.external_configurable(api_client.ApiConfig)
+
+
+def _teacher_api() -> api_client.ApiConfig:
+  return api_client.ApiConfig(timeout_s=300.0)  # long rollouts
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class JudgeConfig:
-  """The autorater model. kind: 'openai' (any OpenAI-compatible base_url),
-  'local' (a checkpoint through the sampler) or 'none' (rule raters only).
-  The key is read from the env var named by api_key_env — never put a key here.
-  `name` labels the judge in a panel (metrics.json `judge_panel`, the
-  `verdicts.<name>.jsonl` of a non-primary judge); the primary may leave it
-  empty ("primary")."""
+  """The autorater model. kind: 'openai' (any OpenAI-compatible endpoint,
+  `api`: model, base_url, api_key_env, concurrency, retries, timeouts — in
+  gin a scoped `@judge/ApiConfig()`), 'local' (a checkpoint through the
+  sampler) or 'none' (rule raters only). The key is read from the env var
+  named by `api.api_key_env` — never put a key here. `name` labels the judge
+  in a panel (metrics.json `judge_panel`, the `verdicts.<name>.jsonl` of a
+  non-primary judge); the primary may leave it empty ("primary")."""
   kind: str = "openai"
   name: str = ""
-  model: str = ""
-  base_url: str = "https://api.openai.com/v1"
-  api_key_env: str = "OPENAI_API_KEY"
+  api: api_client.ApiConfig | None = dataclasses.field(default_factory=api_client.ApiConfig)
   checkpoint: str | None = None
-  max_concurrency: int = 16
-  max_retries: int = 5
-  timeout_s: float = 120.0
-  initial_backoff_s: float = 1.0
-  max_retry_after_s: float = 300.0
-  retry_budget_s: float = 900.0
   temperature: float = 0.0
   max_tokens: int = 1024
-
-  def api_config(self) -> api_client.ApiConfig:
-    return _api_config(self)
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class TeacherConfig:
-  """An API model evaluated beside the students (results under teachers/<name>)."""
+  """An API model evaluated beside the students (results under teachers/<name>);
+  `api` as in JudgeConfig (in gin a scoped `@<teacher>/ApiConfig()`)."""
   name: str = ""
-  model: str = ""
-  base_url: str = "https://api.openai.com/v1"
-  api_key_env: str = "OPENAI_API_KEY"
+  api: api_client.ApiConfig | None = dataclasses.field(default_factory=_teacher_api)
   system_prompt: str | None = None
-  max_concurrency: int = 16
-  max_retries: int = 5
-  timeout_s: float = 300.0
-  initial_backoff_s: float = 1.0
-  max_retry_after_s: float = 300.0
-  retry_budget_s: float = 900.0
-
-  def api_config(self) -> api_client.ApiConfig:
-    return _api_config(self)
 
 
-def _api_config(cfg) -> api_client.ApiConfig:
-  return api_client.ApiConfig(
-      model=cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_env,
-      max_concurrency=cfg.max_concurrency, max_retries=cfg.max_retries,
-      timeout_s=cfg.timeout_s, initial_backoff_s=cfg.initial_backoff_s,
-      max_retry_after_s=cfg.max_retry_after_s, retry_budget_s=cfg.retry_budget_s)
+def _api_of(cfg, what: str) -> api_client.ApiConfig:
+  if not isinstance(cfg.api, api_client.ApiConfig):
+    raise gin_utils.GinConfigError(
+        f"{what}.api must be an ApiConfig (gin: {what}.api = @<scope>/ApiConfig()), "
+        f"got {cfg.api!r}")
+  return cfg.api
 
 
 def make_judge(cfg: JudgeConfig | None, *, sampler_config=None, partition=None,
@@ -94,9 +81,10 @@ def make_judge(cfg: JudgeConfig | None, *, sampler_config=None, partition=None,
   if cfg is None or cfg.kind == "none":
     return None
   if cfg.kind == "openai":
-    if not cfg.model:
-      raise gin_utils.GinConfigError("JudgeConfig.model is empty; set JUDGE_MODEL")
-    return OpenAIJudge(cfg.api_config(), temperature=cfg.temperature,
+    api = _api_of(cfg, "JudgeConfig")
+    if not api.model:
+      raise gin_utils.GinConfigError("JudgeConfig.api.model is empty; set JUDGE_MODEL")
+    return OpenAIJudge(api, temperature=cfg.temperature,
                        max_tokens=cfg.max_tokens, budget=budget)
   if cfg.kind == "local":
     if not cfg.checkpoint:
@@ -190,16 +178,20 @@ def check_before_compute(benches, judge: JudgeConfig | None, teachers,
           "JUDGE_KIND='openai' (JUDGE_MODEL, JUDGE_BASE_URL, JUDGE_API_KEY_ENV) or 'local'")
     for j in (judge, *extra_judges):
       _check_judge(j, raters)
+    _check_distinct_judges(judge_names(judge, extra_judges), [judge, *extra_judges])
   _check_teachers(teachers)
 
 
 def _check_judge(judge: JudgeConfig, raters) -> None:
   label = f"judge {judge.name!r}" if judge.name else "the judge"
   if judge.kind == "openai":
-    if not judge.model:
-      raise gin_utils.GinConfigError(f"JudgeConfig.model is empty ({label}); set JUDGE_MODEL")
-    _check_key(judge.api_key_env,
-               f"JudgeConfig.api_key_env of {label}, for {raters}" if judge.name
+    api = _api_of(judge, "JudgeConfig")
+    if not api.model:
+      raise gin_utils.GinConfigError(
+          f"JudgeConfig.api.model is empty ({label}); set JUDGE_MODEL"
+          + (f" or {judge.name}/ApiConfig.model" if judge.name else ""))
+    _check_key(api.api_key_env,
+               f"ApiConfig.api_key_env of {label}, for {raters}" if judge.name
                else f"JUDGE_API_KEY_ENV, for the judge of {raters}")
   elif judge.kind == "local":
     if not judge.checkpoint:
@@ -214,11 +206,31 @@ def _check_judge(judge: JudgeConfig, raters) -> None:
         f"need a judge), got {judge.kind!r}")
 
 
+def _check_distinct_judges(names, configs) -> None:
+  """Two names for one judge would report agreement 1 with itself: in gin an
+  extra judge that binds no `@<name>/ApiConfig()` inherits the primary's."""
+  seen: dict[tuple, str] = {}
+  for name, c in zip(names, configs):
+    what = (c.kind, c.api.identity if c.kind == "openai" else c.checkpoint,
+            c.temperature, c.max_tokens)
+    if what in seen:
+      raise gin_utils.GinConfigError(
+          f"judges {seen[what]!r} and {name!r} are the same judge ({what[1]}); give "
+          f"{name!r} its own model, e.g. {name}/JudgeConfig.api = @{name}/ApiConfig() "
+          f"and {name}/ApiConfig.model = '...'")
+    seen[what] = name
+
+
 def _check_teachers(teachers) -> None:
   for t in teachers:
     if not t.name:
       raise gin_utils.GinConfigError("TeacherConfig.name is empty (names the output dir)")
-    _check_key(t.api_key_env, f"TeacherConfig.api_key_env of teacher {t.name!r}")
+    api = _api_of(t, "TeacherConfig")
+    if not api.model:
+      raise gin_utils.GinConfigError(
+          f"TeacherConfig.api.model of teacher {t.name!r} is empty; bind "
+          f"{t.name}/ApiConfig.model")
+    _check_key(api.api_key_env, f"ApiConfig.api_key_env of teacher {t.name!r}")
 
 
 def _discover_or_fail(checkpoint_dir: str, have_teachers: bool):
@@ -363,11 +375,11 @@ def run_eval(checkpoint_dir: str | None = None,
       _log_result(res)
 
   for t in teachers:
-    gen = ApiGenerator(t.api_config(), name=f"teacher:{t.name}", system_prompt=t.system_prompt)
+    gen = ApiGenerator(t.api, name=f"teacher:{t.name}", system_prompt=t.system_prompt)
     tdir = root / "teachers" / t.name
     target = {"name": f"teacher:{t.name}", "kind": "api_teacher", "path": str(tdir),
-              "model": t.model, "base_url": t.base_url,
-              "fingerprint": f"api:{t.model}@{t.base_url}", "generator": gen.settings}
+              "model": t.api.model, "base_url": t.api.base_url,
+              "fingerprint": f"api:{t.api.identity}", "generator": gen.settings}
     for bench in benches:
       res = runner.evaluate(bench, tdir / "eval" / bench.name, generator=gen,
                             target=target, seed=seed, **judging)

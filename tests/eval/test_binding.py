@@ -8,6 +8,7 @@ import pytest
 
 from sftdiff import strict_json
 from sftdiff.eval import result_binding, run, runner
+from sftdiff.eval.api_client import ApiConfig
 from sftdiff.eval.autorater import Autorater
 from sftdiff.eval.sampler import SamplerConfig
 from sftdiff.testing.judge_replies import date_confusion_reply
@@ -65,8 +66,8 @@ def hf_model(tmp_path):
 
 
 def _run(ckpt, out, server, **over):
-  judge = run.JudgeConfig(kind="openai", model="judge-m", base_url=server.base_url,
-                          api_key_env=KEY_ENV, initial_backoff_s=0.01)
+  judge = run.JudgeConfig(kind="openai", api=ApiConfig(
+      model="judge-m", base_url=server.base_url, api_key_env=KEY_ENV, initial_backoff_s=0.01))
   kw = dict(checkpoint_dir=str(ckpt), benchmark_names=["date_confusion"],
             output_dir=str(out), judge=judge, import_modules=[], limit_prompts=2,
             dtype="float32", sampler_config=SamplerConfig(max_batch_size=4),

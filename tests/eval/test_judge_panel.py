@@ -9,6 +9,7 @@ import pytest
 
 from sftdiff import strict_json
 from sftdiff.eval import agreement, run, runner
+from sftdiff.eval.api_client import ApiConfig
 from sftdiff.testing.judge_replies import date_confusion_reply, judged_response
 from sftdiff.testing.openai_server import OpenAITestServer, word_usage
 
@@ -60,14 +61,15 @@ def world(monkeypatch):
 
 
 def _judge(world, model, name="", **kw):
-  return run.JudgeConfig(kind="openai", name=name, model=model,
-                         base_url=world.server.base_url, api_key_env=KEY_ENV,
-                         max_retries=1, initial_backoff_s=0.01, **kw)
+  return run.JudgeConfig(kind="openai", name=name, api=ApiConfig(
+      model=model, base_url=world.server.base_url, api_key_env=KEY_ENV,
+      max_retries=1, initial_backoff_s=0.01, **kw))
 
 
 def _kwargs(world, out, **over):
-  teacher = run.TeacherConfig(name="t", model="teacher-m", base_url=world.server.base_url,
-                              api_key_env=KEY_ENV, initial_backoff_s=0.01)
+  teacher = run.TeacherConfig(name="t", api=ApiConfig(
+      model="teacher-m", base_url=world.server.base_url, api_key_env=KEY_ENV,
+      initial_backoff_s=0.01))
   kw = dict(checkpoint_dir=None, benchmark_names=["date_confusion"], output_dir=str(out),
             teachers=[teacher], judge=_judge(world, "judge-a", max_concurrency=4),
             import_modules=[], limit_prompts=12,
@@ -177,9 +179,10 @@ def test_budget_leaves_the_rest_unscored_and_a_rerun_continues(world, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    ([run.JudgeConfig(model="m")], "name each extra judge"),
-    ([run.JudgeConfig(model="m", name="primary")], "repeated: ['primary']"),
-    ([run.JudgeConfig(model="m", name="a/b")], "names a file"),
+    ([run.JudgeConfig(api=ApiConfig(model="m"))], "name each extra judge"),
+    ([run.JudgeConfig(api=ApiConfig(model="m"), name="primary")], "repeated: ['primary']"),
+    ([run.JudgeConfig(api=ApiConfig(model="m"), name="a/b")], "names a file"),
+    ([run.JudgeConfig(api=None, name="c")], "JudgeConfig.api must be an ApiConfig"),
 ])
 def test_bad_extra_judges_are_config_errors(world, tmp_path, extra, message):
   from sftdiff import gin_utils
@@ -219,15 +222,40 @@ def test_eval_gin_binds_extra_judges_and_the_budget():
   try:
     gin_utils.parse(["runs/eval.gin"], [
         "CHECKPOINT_DIR = None", "BENCHMARKS = ['date_confusion']", "MAX_JUDGE_TOKENS = 500",
-        "judge_b/JudgeConfig.name = 'judge_b'", "judge_b/JudgeConfig.model = 'model-b'",
-        "run_eval.extra_judges = [@judge_b/JudgeConfig()]"])
+        "judge_b/JudgeConfig.name = 'judge_b'", "judge_b/JudgeConfig.api = @judge_b/ApiConfig()",
+        "judge_b/ApiConfig.model = 'model-b'", "run_eval.extra_judges = [@judge_b/JudgeConfig()]"])
     (ref,) = gin.query_parameter("run_eval.extra_judges")
     judge_b = ref.scoped_configurable_fn()
     primary = gin.query_parameter("run_eval.judge").scoped_configurable_fn()
-    # The scoped judge inherits the unscoped bindings it does not override.
-    assert (judge_b.name, judge_b.model, judge_b.base_url) == (
-        "judge_b", "model-b", primary.base_url)
-    assert (primary.name, primary.model) == ("", "gpt-4.1-mini")
+    # The extra judge has its own scoped ApiConfig; JudgeConfig's unscoped
+    # bindings (kind, temperature) it shares.
+    assert (judge_b.name, judge_b.api.model, judge_b.kind) == ("judge_b", "model-b", "openai")
+    assert judge_b.api.base_url == "https://api.openai.com/v1"  # the class default
+    assert judge_b.api.max_concurrency == 16 and judge_b.api.timeout_s == 120.0
+    assert (primary.name, primary.api.model) == ("", "gpt-4.1-mini")
     assert gin_utils.query_macro("MAX_JUDGE_TOKENS") == 500
+  finally:
+    gin.clear_config()
+
+
+def test_an_extra_judge_without_its_own_api_is_the_primary_and_refused(world, tmp_path):
+  from sftdiff import gin_utils
+  same = run.JudgeConfig(name="b", api=_judge(world, "judge-a").api)
+  with pytest.raises(gin_utils.GinConfigError, match="'primary' and 'b' are the same judge"):
+    run.run_eval(**_kwargs(world, tmp_path / "o", judge=_judge(world, "judge-a"),
+                           extra_judges=[same]))
+
+
+@pytest.mark.parametrize("old", ["JudgeConfig.model = 'm'", "TeacherConfig.base_url = 'u'",
+                                 "JudgeConfig.max_concurrency = 2"])
+def test_removed_flat_api_bindings_fail_naming_the_binding(old):
+  import gin
+
+  from sftdiff import gin_utils
+  gin.clear_config()
+  try:
+    with pytest.raises(gin_utils.GinConfigError) as e:
+      gin_utils.parse(["runs/eval.gin"], ["CHECKPOINT_DIR = None", "BENCHMARKS = []", old])
+    assert old.split(" =")[0] in str(e.value)
   finally:
     gin.clear_config()

@@ -11,6 +11,7 @@ import pytest
 
 from sftdiff import strict_json
 from sftdiff.eval import run, runner
+from sftdiff.eval.api_client import ApiConfig
 from sftdiff.eval.output_errors import OutputWriteError
 from sftdiff.testing.judge_replies import date_confusion_reply, judged_response
 from sftdiff.testing.openai_server import OpenAITestServer
@@ -61,11 +62,12 @@ def world(monkeypatch):
 
 
 def _kwargs(world, out, **over):
-  teacher = run.TeacherConfig(name="t", model="teacher-m", base_url=world.server.base_url,
-                              api_key_env=KEY_ENV, initial_backoff_s=0.01)
-  judge = run.JudgeConfig(kind="openai", model="judge-m", base_url=world.server.base_url,
-                          api_key_env=KEY_ENV, max_retries=1, initial_backoff_s=0.01,
-                          max_concurrency=4)
+  teacher = run.TeacherConfig(name="t", api=ApiConfig(
+      model="teacher-m", base_url=world.server.base_url, api_key_env=KEY_ENV,
+      initial_backoff_s=0.01))
+  judge = run.JudgeConfig(kind="openai", api=ApiConfig(
+      model="judge-m", base_url=world.server.base_url,
+      api_key_env=KEY_ENV, max_retries=1, initial_backoff_s=0.01, max_concurrency=4))
   kw = dict(checkpoint_dir=None, benchmark_names=["date_confusion"], output_dir=str(out),
             teachers=[teacher], judge=judge, import_modules=[], limit_prompts=12,
             benchmark_overrides={"date_confusion": {"samples_per_prompt": 2}})
@@ -180,8 +182,8 @@ def test_judge_cache_full_stops_sending_and_names_the_cache(world, tmp_path):
   cache = JudgeCache(tmp_path / "c.sqlite")
   bench = get("date_confusion")
   items = [(bench.prompts[i], f"It is 2026. Answer {3 * i + 2}.") for i in range(40)]
-  judge = OpenAIJudge(run.JudgeConfig(model="judge-m", base_url=world.server.base_url,
-                                      api_key_env=KEY_ENV, max_concurrency=2).api_config())
+  judge = OpenAIJudge(ApiConfig(model="judge-m", base_url=world.server.base_url,
+                                api_key_env=KEY_ENV, max_concurrency=2))
   pages = cache._db.execute("PRAGMA page_count").fetchone()[0]
   cache._db.execute(f"PRAGMA max_page_count = {pages + 1}")
   with pytest.raises(OutputWriteError, match=r"c\.sqlite: the disk is full"):

@@ -6,6 +6,7 @@ import pytest
 
 from sftdiff.data import records
 from sftdiff.eval import rollouts
+from sftdiff.eval.api_client import ApiConfig
 from sftdiff.eval.run import TeacherConfig
 from sftdiff.testing.openai_server import OpenAITestServer
 
@@ -26,8 +27,9 @@ def test_api_teacher_rollouts_resume(tmp_path, monkeypatch, caplog):
   out = tmp_path / "teacher.jsonl"
   with OpenAITestServer(lambda m, b: f"answer to {m[-1]['content']} (seed {b['seed']})",
                         faults=["500", "429"]) as server:
-    teacher = TeacherConfig(name="t1", model="teacher-model", base_url=server.base_url,
-                            api_key_env="ROLLOUT_KEY", initial_backoff_s=0.01)
+    teacher = TeacherConfig(name="t1", api=ApiConfig(
+        model="teacher-model", base_url=server.base_url, api_key_env="ROLLOUT_KEY",
+        initial_backoff_s=0.01))
     kw = dict(prompts_path=str(prompts), output_path=str(out), source_name="teacher",
               teacher=teacher, temperature=0.7, max_new_tokens=64, seed=3)
     r1 = rollouts.run_rollouts(limit=3, **kw)

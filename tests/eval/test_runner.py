@@ -11,6 +11,7 @@ import time
 import pytest
 
 from sftdiff.eval import checkpoints, metrics, runner
+from sftdiff.eval.api_client import ApiConfig
 from sftdiff.eval.autorater import Autorater
 from sftdiff.eval.benchmarks.base import Benchmark, RuleRater
 from sftdiff.eval.types import Completion, EvalPrompt, SamplingParams
@@ -213,8 +214,9 @@ def test_api_teacher_evaluated_beside_students(tmp_path, monkeypatch):
   monkeypatch.setenv("TEACHER_KEY", SECRET)
   benchmarks.register("test_teacher_bench", lambda: _bench(), overwrite=True)
   with OpenAITestServer(lambda m, b: f"It is {'2024' if b['seed'] % 2 else '2026'}.") as server:
-    teacher = run.TeacherConfig(name="gpt-x", model="gpt-x", base_url=server.base_url,
-                                api_key_env="TEACHER_KEY", initial_backoff_s=0.01)
+    teacher = run.TeacherConfig(name="gpt-x", api=ApiConfig(
+        model="gpt-x", base_url=server.base_url, api_key_env="TEACHER_KEY",
+        initial_backoff_s=0.01))
     kw = dict(checkpoint_dir=None, benchmark_names=["test_teacher_bench"],
               output_dir=str(tmp_path / "out"), teachers=[teacher], judge=None,
               import_modules=[])
