@@ -55,14 +55,14 @@ def _losses(model_dir):
   return [r["loss"] for r in rows if "loss" in r]
 
 
-def _compare(alone, together, arms, exact):
+def _compare(alone, together, arms, exact, same_gin=True):
   for name, seed in arms:
     a, t = alone / f"{name}_s{seed}", together / f"{name}_s{seed}"
     for f in ("manifest.json", "model_config.json", "tokenizer/tokenizer.json"):
       assert (t / f).read_bytes() == (a / f).read_bytes(), f
-    # The same operative config but for its own MODEL_DIR.
-    assert (t / "config.gin").read_text().replace(str(together), "") == \
-        (a / "config.gin").read_text().replace(str(alone), "")
+    # The same operative config but for its own MODEL_DIR (and mesh).
+    assert ((t / "config.gin").read_text().replace(str(together), "") ==
+            (a / "config.gin").read_text().replace(str(alone), "")) == same_gin
     assert sorted(p.name for p in (t / "checkpoints").iterdir()) == \
         sorted(p.name for p in (a / "checkpoints").iterdir())
     for step in (2, STEPS):
@@ -92,16 +92,25 @@ def test_one_device_vmap_close_and_loop_bit_identical(tmp_path, helpers, hf_init
   _compare(tmp_path / "alone", tmp_path / "vmap", ARMS, exact=False)
 
 
+def _mesh(devices, shape):
+  return (f"--gin.partitioning.PartitionConfig.num_devices={devices}",
+          f"--gin.partitioning.PartitionConfig.ici_mesh_shape={shape}")
+
+
+# Arms within data: each arm laid out as alone on all 8 devices. Arms over the
+# mesh's data axis (2 slices of 4): each arm's layout is that of training it
+# alone on one slice, (1, 4, 1) on 4 devices.
 @pytest.mark.slow
-@pytest.mark.parametrize("mesh,arm_axis", [((-1, 1, 1), None), ((2, 4, 1), "data")])
-def test_eight_devices(tmp_path, helpers, hf_init_dir, mesh, arm_axis):
+@pytest.mark.parametrize("alone_mesh,together_mesh,arm_axis", [
+    (_mesh(8, (-1, 1, 1)), _mesh(8, (-1, 1, 1)), None),
+    (_mesh(4, (1, 4, 1)), _mesh(8, (2, 4, 1)), "data")])
+def test_eight_devices(tmp_path, helpers, hf_init_dir, alone_mesh, together_mesh, arm_axis):
   arms = ARMS[:2]
-  devices = ("--gin.partitioning.PartitionConfig.num_devices=8",
-             f"--gin.partitioning.PartitionConfig.ici_mesh_shape={mesh}")
-  _train_alone(helpers, tmp_path / "alone", hf_init_dir, arms, *devices)
-  _train_together(helpers, tmp_path / "together", hf_init_dir, arms, *devices,
+  _train_alone(helpers, tmp_path / "alone", hf_init_dir, arms, *alone_mesh)
+  _train_together(helpers, tmp_path / "together", hf_init_dir, arms, *together_mesh,
                   arm_axis=arm_axis)
-  _compare(tmp_path / "alone", tmp_path / "together", arms, exact=False)
+  _compare(tmp_path / "alone", tmp_path / "together", arms, exact=False,
+           same_gin=alone_mesh == together_mesh)
 
 
 def test_arms_must_share_the_step(tmp_path, helpers, hf_init_dir):
