@@ -11,8 +11,10 @@ arm keeps its own data stream, seed, manifest and model directory, with the
 single-arm layout (config.gin, model_config.json, tokenizer/, manifest.json,
 checkpoints/<step>, metrics.jsonl), and eval and study read it unchanged.
 
-`--multi_arm_mode`:
-- `vmap` (default): the arms' states are stacked along a leading axis and one
+`--multi_arm_mode` (default `auto`: `loop` on CPU, where bench/multi_arm.py
+measures the vmapped step no faster per arm than the single one at the toy
+size, `vmap` on accelerators):
+- `vmap`: the arms' states are stacked along a leading axis and one
   compiled step (`multi_arm_steps`) trains them all. Params equal the
   single-arm run's to float32 rounding (see docs/performance.md: a vmapped
   dot is a batched matmul whose reduction order XLA picks separately).
@@ -54,14 +56,15 @@ from sftdiff.train import trainer
 
 log = logging.getLogger(__name__)
 
-MODES = ("vmap", "loop")
+MODES = ("auto", "vmap", "loop")
 
 _ARMS = flags.DEFINE_multi_string(
     "arm", [], "One arm's own train flags (shell-quoted), after the shared gin flags.")
 _ARMS_FILE = flags.DEFINE_string(
     "arms_file", None, "JSON {\"arms\": [[train argv...], ...]}: one argv per arm.")
-_MODE = flags.DEFINE_enum("multi_arm_mode", "vmap", MODES, "vmap: one program; loop: one "
-                          "compiled single-arm step per arm (bit-identical).")
+_MODE = flags.DEFINE_enum("multi_arm_mode", "auto", MODES, "vmap: one program; loop: one "
+                          "compiled single-arm step per arm (bit-identical); auto: loop "
+                          "on CPU, vmap on accelerators.")
 _ARM_AXIS = flags.DEFINE_string("arm_axis", None, "vmap: the mesh axis the arms map onto "
                                 "(default: none, the arm axis is replicated).")
 
@@ -219,11 +222,18 @@ def _evaluate(arm, program, i) -> float:
                            arm.settings["batch_size"])
 
 
-def train_arms(arm_configs: Sequence[multi_arm_config.ArmConfig], *, mode: str = "vmap",
-               arm_axis: str | None = None) -> list[dict[str, float]]:
-  """Trains the arms together; returns each arm's final metrics (as `trainer.train`)."""
+def resolve_mode(mode: str, arm_axis: str | None) -> str:
   if mode not in MODES:
     raise gin_utils.GinConfigError(f"--multi_arm_mode={mode!r}; one of {MODES}")
+  if mode != "auto":
+    return mode
+  return "vmap" if arm_axis is not None or jax.default_backend() != "cpu" else "loop"
+
+
+def train_arms(arm_configs: Sequence[multi_arm_config.ArmConfig], *, mode: str = "auto",
+               arm_axis: str | None = None) -> list[dict[str, float]]:
+  """Trains the arms together; returns each arm's final metrics (as `trainer.train`)."""
+  mode = resolve_mode(mode, arm_axis)
   multi_arm_config.check_shared(arm_configs)
   s = arm_configs[0].settings
   partition_config = s["partition_config"] or partitioning.PartitionConfig()

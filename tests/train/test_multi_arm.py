@@ -45,6 +45,14 @@ def _train_together(helpers, root, init_dir, arms, *extra, mode="vmap", arm_axis
   return multi_arm.train_arms(configs, mode=mode, arm_axis=arm_axis)
 
 
+def test_auto_mode_is_loop_on_cpu_unless_arms_map_onto_an_axis():
+  assert multi_arm.resolve_mode("auto", None) == "loop"
+  assert multi_arm.resolve_mode("auto", "data") == "vmap"
+  assert multi_arm.resolve_mode("vmap", None) == "vmap"
+  with pytest.raises(gin_utils.GinConfigError, match="one of"):
+    multi_arm.resolve_mode("fast", None)
+
+
 def _params(model_dir, step):
   _, params = checkpoints.load_params(model_dir, step=step)
   return [np.asarray(x) for x in jax.tree.leaves(params)]
