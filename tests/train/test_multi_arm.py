@@ -147,3 +147,22 @@ def test_binary_bad_arms_file_exits_2(tmp_path, helpers):
                        text=True, env=helpers.subprocess_env(1), check=False)
   assert out.returncode == 2, out.stderr
   assert "arms.json" in out.stderr and "argv lists" in out.stderr
+
+
+@pytest.mark.slow
+def test_binary_trains_each_arm_into_its_model_dir(tmp_path, helpers, hf_init_dir):
+  import shlex
+  shared = helpers.train_args(tmp_path / "unused", hf_init_dir, 2)
+  own = [[f"--gin.MODEL_DIR='{tmp_path / name}'", f"--gin.ARM='{name}'", f"--gin.SEED={seed}"]
+         for name, seed in ARMS[:2]]
+  out = subprocess.run([sys.executable, "-m", "sftdiff.train.multi_arm", *shared,
+                        *[f"--arm={shlex.join(a)}" for a in own]], cwd=helpers.REPO,
+                       capture_output=True, text=True, env=helpers.subprocess_env(1),
+                       check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  for name, seed in ARMS[:2]:
+    run = tmp_path / name
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["2"]
+    assert json.loads((run / "manifest.json").read_text())["seed"] == seed
+    assert f"SEED = {seed}" in (run / "config.gin").read_text()
+  assert not (tmp_path / "unused").exists()
