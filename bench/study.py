@@ -1,0 +1,244 @@
+"""Where a study's time goes: per stage and per phase, from one run's files.
+
+  python bench/study.py --study_dir=runs/demo          # an existing study (seconds)
+  python bench/study.py --run --study_dir=/tmp/quick   # run the quick study first
+
+Nothing in the study is instrumented for this: the phases are read from what a
+study already leaves behind — `logs/launches.jsonl` (when each stage
+started), the stages' logs (absl timestamps of the trainer's `step N` lines
+and of the eval's per-benchmark lines), `metrics.jsonl` (steady step times)
+and the modification times of the files each phase writes last
+(`config.gin`, `manifest.json`, the committed checkpoint, `samples.jsonl`,
+`verdicts.jsonl`, `metrics.json`, the report). With `--run`, the study's own
+output lines are timestamped as they arrive, which adds the study process's
+start and the world/store phase.
+
+Train stage phases: start (process start, imports, gin, input checks: launch
+→ config.gin), setup (tokenizer, initial checkpoint, data pipeline and
+manifest: → manifest.json), compile (state init + first-step compilation:
+the first logged window minus its steps at the steady rate), steps (train
+steps at the steady rate), checkpoint (last step → committed checkpoint).
+Eval stage phases: start (launch → eval_config.gin), load (→ the first
+benchmark's binding.json), then per benchmark sampling (incl. its
+compilations, → samples.jsonl), judging (→ verdicts.jsonl) and metrics
+(→ metrics.json). Stages run `parallelism` at a time, so phase sums are
+stage-seconds, not wall seconds; the wall time is printed separately.
+The numbers are indicative only when the load average is > 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import threading
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+QUICK_STUDY = "studies/toyworld_quick.gin"
+ABSL_TIME = re.compile(r"^[IWE](\d{2})(\d{2}) (\d{2}):(\d{2}):(\d{2})\.(\d{6})")
+STEP_LINE = re.compile(r"\bstep (\d+): ")
+BENCH_LINE = re.compile(r"\] \d+/(\S+): sampling ")
+
+
+def _mtime(path: pathlib.Path) -> float | None:
+  return path.stat().st_mtime if path.exists() else None
+
+
+def _newest(directory: pathlib.Path) -> float | None:
+  times = [p.stat().st_mtime for p in directory.rglob("*") if p.is_file()]
+  return max(times) if times else None
+
+
+def _absl_time(line: str, near: float) -> float | None:
+  """Epoch seconds of an absl log line (local time, no year: taken from `near`)."""
+  m = ABSL_TIME.match(line)
+  if not m:
+    return None
+  month, day, hh, mm, ss, us = (int(g) for g in m.groups())
+  year = datetime.datetime.fromtimestamp(near).year
+  return datetime.datetime(year, month, day, hh, mm, ss, us).timestamp()
+
+
+def _find(study_dir: pathlib.Path, relative: str) -> pathlib.Path:
+  """A path the study recorded relative to its own working directory."""
+  p = pathlib.Path(relative)
+  if p.is_absolute() and p.exists():
+    return p
+  parts = p.parts
+  for k in range(len(parts)):
+    candidate = study_dir.joinpath(*parts[k:])
+    if candidate.exists():
+      return candidate
+  return p
+
+
+def _train_phases(launch, log_path: pathlib.Path, model_dir: pathlib.Path):
+  t0 = launch["time"]
+  phases = {}
+  config, manifest = _mtime(model_dir / "config.gin"), _mtime(model_dir / "manifest.json")
+  if config:
+    phases["train: start (process, imports, gin)"] = config - t0
+  if config and manifest:
+    phases["train: setup (tokenizer, init ckpt, data, manifest)"] = manifest - config
+  step_times = {}
+  for line in log_path.read_text(errors="replace").splitlines():
+    m = STEP_LINE.search(line)
+    t = _absl_time(line, t0)
+    if m and t:
+      step_times[int(m.group(1))] = t
+  rows = [json.loads(l) for l in (model_dir / "metrics.jsonl").read_text().splitlines()
+          if '"step_time_s"' in l] if (model_dir / "metrics.jsonl").exists() else []
+  if not step_times or not rows or not manifest:
+    return phases
+  steps_sorted = sorted(step_times)
+  first, last = steps_sorted[0], steps_sorted[-1]
+  steady = ([r["step_time_s"] for r in rows[1:]] or [rows[0]["step_time_s"]])
+  steady_s = sum(steady) / len(steady)
+  phases["train: compile (state init, first-step compile)"] = max(
+      step_times[first] - manifest - first * steady_s, 0.0)
+  phases["train: steps"] = last * steady_s
+  ckpt = _newest(model_dir / "checkpoints" / str(last))
+  if ckpt:
+    # The eval writes into the step dir later: only the checkpoint's own files.
+    own = [_newest(model_dir / "checkpoints" / str(last) / d) for d in ("state", "data")]
+    committed = _mtime(model_dir / "checkpoints" / str(last) / "commit_success.txt")
+    end = committed or max(t for t in own if t)
+    phases["train: checkpoint save"] = max(end - step_times[last], 0.0)
+  phases["_steady_step_s"] = steady_s
+  return phases
+
+
+def _eval_phases(launch, ckpt_dir: pathlib.Path, benchmarks):
+  t0 = launch["time"]
+  phases = collections.Counter()
+  started = _mtime(ckpt_dir / "eval_config.gin")
+  if started:
+    phases["eval: start (process, imports, gin)"] = started - t0
+  bindings = {b: _mtime(ckpt_dir / "eval" / b / "binding.json") for b in benchmarks}
+  firsts = [t for t in bindings.values() if t]
+  if started and firsts:
+    phases["eval: load checkpoint + setup"] = min(firsts) - started
+  for b in benchmarks:
+    d = ckpt_dir / "eval" / b
+    t_bind, t_samp = bindings[b], _mtime(d / "samples.jsonl")
+    t_verd, t_metr = _mtime(d / "verdicts.jsonl"), _mtime(d / "metrics.json")
+    if t_bind and t_samp:
+      phases["eval: sampling (incl. compile)"] += t_samp - t_bind
+    if t_samp and t_verd:
+      phases["eval: judging"] += t_verd - t_samp
+    if t_verd and t_metr:
+      phases["eval: metrics"] += t_metr - t_verd
+  return dict(phases)
+
+
+def breakdown(study_dir: pathlib.Path, study_lines=None):
+  """{phase: [seconds per stage]}, wall seconds and notes."""
+  launches = [json.loads(l) for l in (study_dir / "logs" / "launches.jsonl")
+              .read_text().splitlines()]
+  phases = collections.defaultdict(list)
+  steady = []
+  for launch in launches:
+    log_path = _find(study_dir, launch["log"])
+    if launch["stage"] == "train":
+      model_dir = pathlib.Path(str(log_path)[:-len(".train.log")])
+      got = _train_phases(launch, log_path, model_dir)
+      if "_steady_step_s" in got:
+        steady.append(got.pop("_steady_step_s"))
+    else:
+      ckpt_arg = next(a for a in launch["cmd"] if a.startswith("--gin.CHECKPOINT_DIR="))
+      ckpt_dir = _find(study_dir, ckpt_arg.split("=", 1)[1].strip("'\""))
+      bench_arg = next(a for a in launch["cmd"] if a.startswith("--gin.BENCHMARKS="))
+      benchmarks = re.findall(r"'([^']+)'", bench_arg.split("=", 1)[1])
+      got = _eval_phases(launch, ckpt_dir, benchmarks)
+    for name, seconds in got.items():
+      phases[name].append(seconds)
+  start = _mtime(study_dir / "study_config.gin")
+  plan = _mtime(study_dir / "plan.json")
+  first_launch = min(l["time"] for l in launches)
+  last_eval = max(_mtime(_find(study_dir, a.split("=", 1)[1].strip("'\"")) / "results.jsonl")
+                  or 0 for l in launches for a in l["cmd"]
+                  if a.startswith("--gin.CHECKPOINT_DIR="))
+  report_end = _newest(study_dir / "report")
+  study = {}
+  if start and plan:
+    study["study: world + stores (reuse or build), plan"] = plan - start
+  study["study: plan -> first launch"] = first_launch - (plan or first_launch)
+  study["study: stages (wall)"] = last_eval - first_launch
+  if report_end:
+    study["study: teachers, collect, report"] = report_end - last_eval
+  if study_lines:
+    t_run, t_first = study_lines[0][0], study_lines[1][0] if len(study_lines) > 1 else None
+    if start:
+      study["study: process start, imports, gin (--run)"] = start - t_run
+    del t_first
+  wall = (report_end or last_eval) - (study_lines[0][0] if study_lines else start)
+  return phases, study, wall, steady, launches
+
+
+def run_study(study_dir: pathlib.Path, extra):
+  """Runs the quick study (`make demo`'s command), timestamping its output lines."""
+  cmd = [sys.executable, "-m", "sftdiff.study", f"--gin_file={QUICK_STUDY}",
+         f"--gin.STUDY_DIR='{study_dir}'", *extra]
+  env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  lines = [(time.time(), "$ " + " ".join(cmd))]
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+  def read():
+    for line in proc.stdout:
+      lines.append((time.time(), line.rstrip()))
+  reader = threading.Thread(target=read)
+  reader.start()
+  rc = proc.wait()
+  reader.join()
+  (study_dir / "logs").mkdir(parents=True, exist_ok=True)
+  with open(study_dir / "logs" / "bench_study_output.txt", "w") as f:
+    for t, line in lines:
+      f.write(f"{t:.3f} {line}\n")
+  if rc:
+    sys.exit(f"the study exited {rc}; its output: {study_dir}/logs/bench_study_output.txt")
+  return lines
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--study_dir", required=True)
+  parser.add_argument("--run", action="store_true", help="run the quick study first")
+  parser.add_argument("--json_out", default=None)
+  args, extra = parser.parse_known_args()
+  print(f"load average at start: {os.getloadavg()}")
+  study_dir = pathlib.Path(args.study_dir).absolute()
+  lines = run_study(study_dir, extra) if args.run else None
+  phases, study, wall, steady, launches = breakdown(study_dir, lines)
+  load_end = os.getloadavg()
+  stages = collections.Counter(l["stage"] for l in launches)
+  print(f"study {study_dir}: {dict(stages)} stage launches, wall {wall:.1f} s")
+  for name, seconds in study.items():
+    print(f"  {name:55s} {seconds:8.1f} s")
+  total = sum(sum(v) for v in phases.values())
+  print(f"  per phase, summed over stages ({total:.1f} stage-seconds):")
+  for name, values in sorted(phases.items()):
+    s = sum(values)
+    print(f"  {name:55s} {s:8.1f} s  {100 * s / max(total, 1e-9):5.1f}%  "
+          f"({len(values)} stages, {s / len(values):.2f} s each)")
+  if steady:
+    print(f"  steady train step: {sum(steady) / len(steady) * 1e3:.0f} ms (mean over stages)")
+  print(f"load average at end: {load_end}"
+        + ("  (indicative only: load > 1)" if max(load_end) > 1 else ""))
+  if args.json_out:
+    from sftdiff import strict_json  # pylint: disable=g-import-not-at-top
+    sys.path.insert(0, str(REPO))
+    strict_json.dump({"study_dir": str(study_dir), "wall_s": wall, "study": study,
+                      "phases": {k: sum(v) for k, v in phases.items()},
+                      "load_end": list(load_end)}, args.json_out)
+
+
+if __name__ == "__main__":
+  main()
