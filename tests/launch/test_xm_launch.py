@@ -148,8 +148,9 @@ def test_local_executor_runs_two_arms_through_xmanager(gin_dir, home, tmp_path,
     assert (model_dir / "checkpoints" / "7" / "params").exists()
     train_macros = json.loads((model_dir / "macros.json").read_text())
     assert train_macros["ARM"] == spec and train_macros["SEED"] == 0
-    eval_macros = json.loads((model_dir / "eval" / "macros.json").read_text())
-    assert eval_macros["CHECKPOINT_DIR"] == str(model_dir)
+    step = model_dir / "checkpoints" / "7"  # the final step, by default
+    eval_macros = json.loads((step / "eval" / "macros.json").read_text())
+    assert eval_macros["CHECKPOINT_DIR"] == str(step)
   db = sqlite3.connect(home / ".xmanager" / "experiments.sqlite3")
   (experiment_id, title), = db.execute("select * from experiment").fetchall()
   assert title == "smoke"
