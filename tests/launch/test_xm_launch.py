@@ -259,7 +259,8 @@ def test_shipped_study_with_include_dry_runs(home, tmp_path):
             "--study_gin=StudyConfig.world='tiny'", "--eval_gin=JUDGE_KIND='none'",
             "--dry_run"], home)
   assert r.returncode == 0, r.stderr[-3000:]
-  assert "gin check: 34 job(s)" in r.stdout  # 17 runs x (train, eval)
+  # 17 runs, 16 distinct (the two matched-random filter arms are one run) x (train, eval)
+  assert "gin check: 32 job(s)" in r.stdout
   assert "patch_in_date_mentions-seed0" in r.stdout
   r = _run(["--study_gin_file=studies/toyworld_quick.gin", "--dry_run"], home)
   assert r.returncode == 2 and "STUDY_DIR" in r.stderr and "Traceback" not in r.stderr
