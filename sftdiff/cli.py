@@ -33,8 +33,8 @@ USER_ERRORS = frozenset({
     "sftdiff.train.checkpoints.CheckpointNotFoundError",
     "sftdiff.eval.benchmarks.rubric.RubricFileError",
     "sftdiff.study.expansion.StudyConfigError",
-    "sftdiff.launch.plan.LaunchConfigError",
-    "sftdiff.launch.resources.UnsupportedAcceleratorError",
+    "sftdiff.runs.spec.PlanError",
+    "sftdiff.runs.resources.UnsupportedAcceleratorError",
 })
 # OS errors that mean "this path cannot be used", not a bug.
 _PATH_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,

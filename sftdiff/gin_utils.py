@@ -42,6 +42,16 @@ def _gin_dir() -> pathlib.Path:
 
 
 GIN_DIR = _gin_dir()
+
+# The macros each binary requires before any compute (T5X's REQUIRED), by
+# module: the binary checks them (`require_macros`) and the plan's gin check
+# (`sftdiff.runs.gin_check`) checks every job against the same list.
+REQUIRED_MACROS = {
+    "sftdiff.train": ("MODEL_DIR", "INITIAL_CHECKPOINT", "ARM", "TRAIN_STEPS", "SEED"),
+    "sftdiff.eval": ("CHECKPOINT_DIR", "BENCHMARKS"),
+    "sftdiff.serve": ("CHECKPOINT",),
+    "sftdiff.study": ("STUDY_DIR",),
+}
 REPO_GIN_DIR = GIN_DIR  # the older name
 
 _GIN_FILES = flags.DEFINE_multi_string(

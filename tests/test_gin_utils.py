@@ -132,3 +132,20 @@ def test_macro_known_to_the_binary_or_referenced_is_accepted(tmp_path):
   gin_utils.parse(["run.gin"], ["B = 1", "C = 2"], [str(tmp_path)], known_macros=["C"],
                   finalize=False)
   assert gin_utils.query_macro("B") == 1 and gin_utils.query_macro("C") == 2
+
+
+def test_resolve_gin_files(tmp_path):
+  """The one resolver (binaries, the plan's gin check, local executors)."""
+  (tmp_path / "runs").mkdir()
+  (tmp_path / "runs" / "x.gin").write_text("")
+  assert gin_utils.resolve_gin_files(
+      ["runs/x.gin", "/abs.gin", "gs://b/c.gin", "runs/missing.gin"],
+      ["/nonexistent", str(tmp_path)]) == [
+          str(tmp_path / "runs" / "x.gin"), "/abs.gin", "gs://b/c.gin",
+          "runs/missing.gin"]
+
+
+def test_train_binary_requires_the_one_required_macro_list():
+  """The trainer and the plan's gin check read the same list."""
+  import sftdiff.train.__main__ as train_main
+  assert train_main.REQUIRED_MACROS is gin_utils.REQUIRED_MACROS["sftdiff.train"]

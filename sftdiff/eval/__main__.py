@@ -37,7 +37,7 @@ def main(argv):
   if len(argv) > 1:
     raise gin_utils.GinConfigError(f"unexpected positional arguments: {argv[1:]}")
   gin_utils.parse_from_flags()
-  gin_utils.require_macros(["CHECKPOINT_DIR", "BENCHMARKS"])
+  gin_utils.require_macros(gin_utils.REQUIRED_MACROS["sftdiff.eval"])
   if _REJUDGE.value:
     with gin.unlock_config():
       gin.bind_parameter("run_eval.rejudge", True)

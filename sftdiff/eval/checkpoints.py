@@ -16,11 +16,13 @@ import logging
 import os
 import pathlib
 
+from sftdiff import layout
+
 log = logging.getLogger(__name__)
 
-TMP_MARKER = ".orbax-checkpoint-tmp"
-COMMIT_MARKERS = ("commit_success.txt", "_CHECKPOINT_METADATA")
-SKIP_DIRS = {"eval", "tb", "tokenizer", "teachers", "__pycache__"}
+TMP_MARKER = layout.TMP_MARKER
+COMMIT_MARKERS = layout.COMMIT_MARKERS
+SKIP_DIRS = {layout.EVAL, layout.TENSORBOARD, layout.TOKENIZER, "teachers", "__pycache__"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +36,7 @@ class CheckpointRef:
 
   @property
   def eval_dir(self) -> pathlib.Path:
-    return self.path / "eval"
+    return pathlib.Path(layout.eval_dir(self.path))
 
   def fingerprint(self) -> str:
     """Identity of the weights: kind, path, step and the weight/config files'
@@ -48,7 +50,7 @@ class CheckpointRef:
                                                    "model.safetensors.index.json"))]
     else:
       files = [p for p in (self.path / "state").rglob("*") if p.is_file()]
-      files.append(self.model_dir / "model_config.json")
+      files.append(pathlib.Path(layout.model_config_path(self.model_dir)))
     for p in sorted(files):
       if p.exists():
         st = p.stat()
@@ -56,13 +58,13 @@ class CheckpointRef:
     return h.hexdigest()[:16]
 
 
-def is_hf_dir(path: pathlib.Path) -> bool:
-  return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+is_hf_dir = layout.is_hf_dir
 
 
 def is_committed_step(step_dir: pathlib.Path) -> bool:
-  """True if orbax finalised this step directory."""
-  if not step_dir.is_dir() or TMP_MARKER in step_dir.name or not step_dir.name.isdigit():
+  """True if orbax finalised this step directory (`layout.is_committed_step`:
+  renamed from its tmp name, commit marker written; and orbax agrees)."""
+  if not layout.is_committed_step(step_dir):
     return False
   from orbax.checkpoint import utils as ocp_utils
   try:
@@ -70,14 +72,12 @@ def is_committed_step(step_dir: pathlib.Path) -> bool:
   except (ValueError, OSError) as e:
     log.warning("cannot tell whether %s is committed (%s); skipping", step_dir, e)
     return False
-  # orbax writes commit_success.txt (and _CHECKPOINT_METADATA) when it
-  # finalises a step; a bare directory without them was never completed.
-  return finalized and any((step_dir / m).exists() for m in COMMIT_MARKERS)
+  return finalized
 
 
 def _steps_of(model_dir: pathlib.Path) -> tuple[list[CheckpointRef], list[pathlib.Path]]:
   refs, skipped = [], []
-  ckpt_dir = model_dir / "checkpoints"
+  ckpt_dir = pathlib.Path(layout.checkpoints_dir(model_dir))
   for d in sorted(ckpt_dir.iterdir(), key=lambda p: p.name):
     if not d.is_dir():
       continue

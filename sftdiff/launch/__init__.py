@@ -6,7 +6,7 @@ from sftdiff.launch.plan import (Arm, Job, LaunchConfigError, LaunchPlan,
                                  WorkUnit, apply_overrides, build_plan,
                                  format_commands, format_table, runs_from_arms,
                                  runs_from_json, runs_to_json, select_arms)
-from sftdiff.launch.resources import (Resources, UnsupportedAcceleratorError)
+from sftdiff.runs.resources import (Resources, UnsupportedAcceleratorError)
 
 __all__ = ["Arm", "Job", "LaunchConfigError", "LaunchPlan", "Resources",
            "UnsupportedAcceleratorError", "WorkUnit", "apply_overrides",

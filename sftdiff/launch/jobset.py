@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 import yaml
 
 from sftdiff.launch.plan import Job, LaunchConfigError, LaunchPlan, WorkUnit
-from sftdiff.launch.resources import GKE_TPU_LABELS, Resources
+from sftdiff.runs.resources import GKE_TPU_LABELS, Resources
 
 API_VERSION = "jobset.x-k8s.io/v1alpha2"
 COORDINATOR_PORT = 8476

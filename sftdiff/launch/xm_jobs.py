@@ -21,7 +21,7 @@ from xmanager import xm
 from xmanager import xm_local
 
 from sftdiff.launch.plan import Job, LaunchPlan, WorkUnit
-from sftdiff.launch.resources import GPUS, Resources
+from sftdiff.runs.resources import GPUS, Resources
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))

@@ -22,7 +22,6 @@ anything is launched; a bad request exits with status 2 and says why.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import subprocess
 import sys
@@ -31,7 +30,8 @@ from absl import flags
 from absl import logging
 
 from sftdiff import gin_utils
-from sftdiff.launch import gin_check, jobset, plan as plan_lib, resources as res
+from sftdiff.launch import jobset, plan as plan_lib
+from sftdiff.runs import gin_check, resources as res
 
 _EXECUTOR = flags.DEFINE_enum("executor", "local", list(res.EXECUTORS),
                               "Where the jobs run.")
@@ -60,6 +60,10 @@ _EVAL_GIN_FILES = flags.DEFINE_multi_string("eval_gin_file", [], "Eval gin "
                                             "files (default runs/eval.gin).")
 _EVAL_BINDINGS = flags.DEFINE_multi_string("eval_gin", [], "NAME=VALUE for eval.")
 _BENCHMARKS = flags.DEFINE_list("benchmarks", [], "Bound to BENCHMARKS for eval.")
+_EVAL_STEPS = flags.DEFINE_enum("eval_steps", None, list(plan_lib.EVAL_STEPS),
+                                "final: the TRAIN_STEPS checkpoint; all: every "
+                                "committed step and hf/ export (default: the "
+                                "study's StudyConfig.eval_steps, else final).")
 # Resources and environment.
 _ACCELERATOR = flags.DEFINE_string("accelerator", "cpu", "cpu, local, a GPU "
                                    "(h100, a100, ...) or a TPU (tpu_v5e, ...).")
@@ -176,10 +180,7 @@ def make_plan() -> plan_lib.LaunchPlan:
   extra_files = [] if _ARMS.value else flags.FLAGS.gin_file
   runs = plan_lib.apply_overrides(runs, common, _per_arm_overrides(),
                                   extra_gin_files=extra_files)
-  search = gin_utils.search_paths(flags.FLAGS.gin_search_paths)
-  if _EXECUTOR.value == "local":
-    runs = [dataclasses.replace(
-        r, gin_files=plan_lib.resolve_gin_files(r.gin_files, search)) for r in runs]
+  runs = plan_lib.dedupe(runs)
   train_res = res.check(res.Resources(
       accelerator=_ACCELERATOR.value, accelerator_count=_ACCELERATOR_COUNT.value,
       tpu_topology=_TPU_TOPOLOGY.value, cpu=_CPU.value, ram_gib=_RAM_GIB.value),
@@ -191,8 +192,6 @@ def make_plan() -> plan_lib.LaunchPlan:
         cpu=_CPU.value, ram_gib=_RAM_GIB.value), _EXECUTOR.value)
   eval_files = list(_EVAL_GIN_FILES.value) or list(
       getattr(study, "eval_gin_files", plan_lib.EVAL_GIN_FILES))
-  if _EXECUTOR.value == "local":
-    eval_files = plan_lib.resolve_gin_files(eval_files, search)
   eval_overrides = [(k, str(v)) for k, v in _study_eval_overrides(study)]
   eval_overrides = plan_lib.merge_levels(
       [("study eval_overrides", eval_overrides),
@@ -203,7 +202,12 @@ def make_plan() -> plan_lib.LaunchPlan:
       runs, title=title, resources=train_res, eval_resources=eval_res,
       env=plan_lib.parse_env(_ENV.value), run_eval=_EVAL.value,
       eval_gin_files=eval_files, eval_overrides=eval_overrides,
-      benchmarks=benchmarks, train_module=_TRAIN_MODULE.value,
+      benchmarks=benchmarks,
+      eval_steps=_EVAL_STEPS.value or getattr(study, "eval_steps", "final"),
+      # A local executor gets absolute gin files (gin_utils.resolve_gin_files).
+      gin_search_paths=(flags.FLAGS.gin_search_paths
+                        if _EXECUTOR.value == "local" else None),
+      train_module=_TRAIN_MODULE.value,
       eval_module=_EVAL_MODULE.value)
 
 

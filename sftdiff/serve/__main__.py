@@ -20,7 +20,7 @@ def main(argv):
   if len(argv) > 1:
     raise gin_utils.GinConfigError(f"unexpected positional arguments: {argv[1:]}")
   gin_utils.parse_from_flags()
-  gin_utils.require_macros(["CHECKPOINT"])
+  gin_utils.require_macros(gin_utils.REQUIRED_MACROS["sftdiff.serve"])
   absl_logging.set_verbosity(absl_logging.WARNING)
   server.serve()
 

@@ -23,6 +23,9 @@ import gin
 
 from sftdiff import gin_utils
 from sftdiff import strict_json
+from sftdiff.runs import gin_check
+from sftdiff.runs import plan as plan_lib
+from sftdiff.runs.spec import PlanError, runs_to_json
 import sftdiff.study
 from sftdiff.study import catalog as catalog_lib
 from sftdiff.study import collect as collect_lib
@@ -69,14 +72,15 @@ def _teacher_scores(study: StudyConfig, prepared) -> dict:
 
 
 def _launch_xm(study: StudyConfig, specs) -> int:
-  """Hands the expanded runs to the XManager launcher (one work unit each)."""
-  from sftdiff.launch import plan as plan_lib
+  """Hands the expanded runs to the XManager launcher (one work unit each);
+  it builds the same plan (`sftdiff.runs.plan`) from them."""
   path = os.path.join(study.study_dir, "runs.json")
   with open(path, "w") as f:
-    f.write(plan_lib.runs_to_json(specs))
+    f.write(runs_to_json(specs))
   cmd = [sys.executable, "-m", "sftdiff.launch",
          f"--runs_json={path}", f"--title={study.name}",
          f"--benchmarks={','.join(study.benchmarks)}",
+         f"--eval_steps={study.eval_steps}",
          *[f"--eval_gin_file={g}" for g in study.eval_gin_files],
          *[f"--eval_gin={k}={gin_literal(v)}" for k, v in study.eval_overrides.items()],
          *_XM_FLAGS.value]
@@ -85,19 +89,27 @@ def _launch_xm(study: StudyConfig, specs) -> int:
   return subprocess.call(cmd)
 
 
-def check_runs_gin(study: StudyConfig, specs) -> None:
+def make_plan(study: StudyConfig, specs) -> plan_lib.LaunchPlan:
+  """The study's run plan: the one the local runner executes and the
+  launcher rebuilds from the same runs. Identical runs train once."""
+  try:
+    return plan_lib.build_plan(
+        plan_lib.dedupe(specs), title=study.name,
+        eval_gin_files=study.eval_gin_files,
+        eval_overrides=[(k, gin_literal(v)) for k, v in study.eval_overrides.items()],
+        benchmarks=study.benchmarks, eval_steps=study.eval_steps,
+        gin_search_paths=flags.FLAGS.gin_search_paths)
+  except PlanError as e:
+    raise expand_lib.StudyConfigError(f"StudyConfig: {e}") from None
+
+
+def check_runs_gin(study: StudyConfig, plan: plan_lib.LaunchPlan) -> None:
   """Parses every run's train and eval gin as the binaries will (unknown
   override names, bad values, unset required macros fail here, naming the
   run). Clears gin's config afterwards: the study's own is already read."""
-  from sftdiff.launch import gin_check
-  from sftdiff.launch import plan as plan_lib
-  plan = plan_lib.build_plan(
-      specs, title=study.name, eval_gin_files=study.eval_gin_files,
-      eval_overrides=[(k, gin_literal(v)) for k, v in study.eval_overrides.items()],
-      benchmarks=study.benchmarks)
   try:
     gin_check.check_plan(plan, search_paths=flags.FLAGS.gin_search_paths)
-  except plan_lib.LaunchConfigError as e:
+  except PlanError as e:
     raise expand_lib.StudyConfigError(
         f"{e} (from StudyConfig.train_overrides / eval_overrides / "
         "train_gin_files / eval_gin_files)") from None
@@ -121,7 +133,7 @@ def main(argv):
   # Not finalized: building the world later imports more configurables
   # (gin refuses new ones after a finalized parse).
   gin_utils.parse_from_flags(finalize=False, known_macros=["STUDY_DIR"])
-  gin_utils.require_macros(["STUDY_DIR"])
+  gin_utils.require_macros(gin_utils.REQUIRED_MACROS["sftdiff.study"])
   study = StudyConfig()
   started = time.time()
   expand_lib.check_static(study)  # names/seeds/traits: fail before any build
@@ -133,7 +145,7 @@ def main(argv):
   if planned is not None:
     defs = expand_lib.validate(study, planned)
     specs = expand_lib.specs_for(study, defs, planned)
-    check_runs_gin(study, specs)
+    check_runs_gin(study, make_plan(study, specs))
     if _DRY_RUN.value:
       _print_plan(study, defs, specs)
       return 0
@@ -143,14 +155,19 @@ def main(argv):
 
   prepared = catalog_lib.prepare(study, log=_log)
   defs = expand_lib.validate(study, prepared.catalog)
-  specs = expand_lib.specs_for(study, defs, prepared.catalog)
+  specs = plan_lib.dedupe(expand_lib.specs_for(study, defs, prepared.catalog))
+  plan = make_plan(study, specs)
   if planned is None:
-    check_runs_gin(study, specs)
-  strict_json.dump([{"run": s.name, "arm": s.arm, "model_dir": s.model_dir,
-                     "train_args": s.train_args()} for s in specs],
+    check_runs_gin(study, plan)
+  strict_json.dump(plan_lib.plan_to_json(plan, python=sys.executable),
                    os.path.join(study.study_dir, "plan.json"))
-  _log(f"study '{study.name}': {len(defs)} arms × seeds = {len(specs)} runs "
+  _log(f"study '{study.name}': {len(defs)} arms × seeds = {len(specs)} runs, "
+       f"{len(plan.work_units)} distinct trainings "
        f"(plan: {os.path.join(study.study_dir, 'plan.json')})")
+  for wu in plan.work_units:
+    if wu.aliases:
+      _log(f"study: {', '.join(wu.aliases)} = {wu.run.name} (identical run, "
+           "trained once)")
   if _DRY_RUN.value:
     _print_plan(study, defs, specs)
     return 0
@@ -160,9 +177,7 @@ def main(argv):
   failures = []
   if not _REPORT_ONLY.value:
     runner = runner_lib.LocalRunner(
-        specs, study_dir=study.study_dir, train_steps=study.train_steps,
-        benchmarks=study.benchmarks, eval_gin_files=study.eval_gin_files,
-        eval_overrides=study.eval_overrides,
+        plan, study_dir=study.study_dir, benchmarks=study.benchmarks,
         parallelism=_PARALLELISM.value or study.parallelism, log=_log)
     result = runner.run()
     failures = result.failures
@@ -180,9 +195,12 @@ def main(argv):
               if prepared.ground_truth else None)
   notes = [f"{len(defs)} arms, seeds {list(study.seeds)}, {study.train_steps} "
            f"training steps per run; benchmarks: {', '.join(study.benchmarks)}."]
+  if study.eval_steps == "all":
+    notes.append("Every committed step (and any hf/ export) was evaluated; the "
+                 f"verdicts read the final step ({study.train_steps}).")
   notes += [f"Problem reading results: {p}" for p in problems]
   unfinished = [s.name for s in specs
-                if not stages.eval_done(s, study.train_steps, study.benchmarks)]
+                if not stages.eval_done(s, study.benchmarks, study.eval_steps)]
   if unfinished:
     notes.append(f"{len(unfinished)} of {len(specs)} runs have no complete results "
                  f"yet (shown as 'missing'): {', '.join(unfinished)}.")

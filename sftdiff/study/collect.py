@@ -6,6 +6,7 @@ import collections
 import os
 from typing import Any, Mapping, Sequence
 
+from sftdiff import layout
 from sftdiff.study import results as results_lib
 from sftdiff.study import stages
 from sftdiff.study.config import ArmDef
@@ -19,12 +20,13 @@ def _trait_refs(traits: Mapping[str, str]) -> dict[str, tuple[str, str]]:
 
 def run_scores(spec: RunSpec, steps: int, traits: Mapping[str, str],
                problems: list[str] | None = None) -> dict[str, results_lib.Estimate]:
-  """trait → estimate for one run. Missing files are omitted (the report says
+  """trait → estimate for one run, read at its final step (evaluated whatever
+  the study's `eval_steps`). Missing files are omitted (the report says
   'missing'); a metrics file without the trait's metric is a problem, listed."""
   ckpt = stages.final_checkpoint(spec, steps)
   out = {}
   for trait, (bench, metric) in _trait_refs(traits).items():
-    path = stages.metrics_path(ckpt, bench)
+    path = layout.metrics_path(ckpt, bench)
     if os.path.isfile(path):
       try:
         out[trait] = results_lib.estimate_from(results_lib.read_json(path), metric,
@@ -37,7 +39,7 @@ def run_scores(spec: RunSpec, steps: int, traits: Mapping[str, str],
 
 
 def manifest_fraction(spec: RunSpec, source: str) -> dict[str, float]:
-  path = os.path.join(spec.model_dir, "manifest.json")
+  path = layout.manifest_path(spec.model_dir)
   if not os.path.isfile(path):
     return {}
   return results_lib.source_fraction(results_lib.read_json(path), source)

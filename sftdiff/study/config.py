@@ -64,11 +64,14 @@ class StudyConfig:
     seeds: training seeds of every arm (an arm's own 'seeds' overrides).
     selection_seed: seed of the Random arms' per-prompt choice (fixed across
       training seeds, so seeds measure training noise only).
-    benchmarks: eval benchmarks run on every final checkpoint.
+    benchmarks: eval benchmarks run on every evaluated checkpoint.
     traits: trait name → 'benchmark:metric' the verdicts read.
     train_gin_files / train_overrides: for `python -m sftdiff.train`.
     eval_gin_files / eval_overrides: for `python -m sftdiff.eval`.
     train_steps: bound to TRAIN_STEPS; the final checkpoint's step.
+    eval_steps: 'final' (the TRAIN_STEPS checkpoint) or 'all' (every
+      committed step and any hf/ export); the same for every executor
+      (`sftdiff.runs.plan`). Verdicts read the final step either way.
     parallelism: concurrent local training subprocesses.
   """
   name: str = "study"
@@ -96,6 +99,7 @@ class StudyConfig:
   eval_gin_files: Sequence[str] = ("runs/eval.gin",)
   eval_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   train_steps: int = 100
+  eval_steps: str = "final"
   parallelism: int = 2
 
 

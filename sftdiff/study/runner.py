@@ -1,6 +1,8 @@
-"""The local study runner: train and evaluate every RunSpec in subprocesses.
+"""The local study runner: executes a run plan's work units in subprocesses.
 
-Each run is a chain `train → eval`; `parallelism` chains run at once (threads
+Each work unit is a chain `train → eval`, each stage exactly the plan's
+`Job.argv(python)` (`sftdiff.runs.plan`, the argv XManager and JobSet run
+too); `parallelism` chains run at once (threads
 that each wait on one subprocess). A stage whose outputs exist is skipped
 (`stages.py`), so re-running a finished or half-finished study redoes nothing
 complete. Every subprocess launch is appended to
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -24,9 +25,9 @@ from typing import Callable, Mapping, Sequence
 import tqdm
 
 from sftdiff import strict_json
+from sftdiff.runs.plan import LaunchPlan, WorkUnit
+from sftdiff.runs.spec import RunSpec
 from sftdiff.study import stages
-from sftdiff.study.config import gin_literal
-from sftdiff.study.spec import RunSpec
 
 
 @dataclasses.dataclass
@@ -67,41 +68,6 @@ def child_env(study_dir: str, extra: Mapping[str, str] | None = None) -> dict[st
   return env
 
 
-def resolve_gin_file(path: str) -> str:
-  """A relative gin file as an absolute path, found on the gin search path.
-
-  Children get absolute paths: gin's package-path file reader crashes on a
-  relative `runs/...` when the working directory holds a `runs/` directory
-  (as after `make demo`), since that imports as a namespace package.
-  """
-  if os.path.isabs(path):
-    return path
-  from sftdiff import gin_utils
-  for base in gin_utils.search_paths():
-    candidate = os.path.join(base, path)
-    if os.path.isfile(candidate):
-      return os.path.abspath(candidate)
-  return path
-
-
-def train_command(spec: RunSpec, python: str = sys.executable) -> list[str]:
-  args = [f"--gin_file={resolve_gin_file(a[len('--gin_file='):])}"
-          if a.startswith("--gin_file=") else a for a in spec.train_args()]
-  return [python, "-m", "sftdiff.train", *args]
-
-
-def eval_command(spec: RunSpec, steps: int, benchmarks: Sequence[str],
-                 gin_files: Sequence[str], overrides: Mapping[str, object],
-                 python: str = sys.executable) -> list[str]:
-  ckpt = stages.final_checkpoint(spec, steps)
-  args = [python, "-m", "sftdiff.eval",
-          *[f"--gin_file={resolve_gin_file(f)}" for f in gin_files],
-          f"--gin.CHECKPOINT_DIR={ckpt!r}",
-          f"--gin.BENCHMARKS={gin_literal(list(benchmarks))}"]
-  args += [f"--gin.{k}={gin_literal(v)}" for k, v in overrides.items()]
-  return args
-
-
 def _tail(path: str, lines: int = 15) -> str:
   try:
     with open(path, errors="replace") as f:
@@ -111,21 +77,20 @@ def _tail(path: str, lines: int = 15) -> str:
 
 
 class LocalRunner:
-  """Trains and evaluates RunSpecs locally with bounded parallelism."""
+  """Runs a plan's work units locally with bounded parallelism.
 
-  def __init__(self, specs: Sequence[RunSpec], *, study_dir: str, train_steps: int,
-               benchmarks: Sequence[str], eval_gin_files: Sequence[str],
-               eval_overrides: Mapping[str, object], parallelism: int = 2,
+  `benchmarks` are those the plan's eval jobs bind (BENCHMARKS): with them
+  the runner tells an evaluated unit from one still to evaluate."""
+
+  def __init__(self, plan: LaunchPlan, *, study_dir: str,
+               benchmarks: Sequence[str], parallelism: int = 2,
                env: Mapping[str, str] | None = None, python: str = sys.executable,
                log: Callable[[str], None] | None = None):
     if parallelism < 1:
       raise ValueError(f"parallelism must be >= 1, got {parallelism}")
-    self.specs = list(specs)
+    self.units = list(plan.work_units)
     self.study_dir = study_dir
-    self.steps = int(train_steps)
     self.benchmarks = list(benchmarks)
-    self.eval_gin_files = list(eval_gin_files)
-    self.eval_overrides = dict(eval_overrides)
     self.parallelism = parallelism
     self.env = child_env(study_dir, env)
     self.python = python
@@ -136,18 +101,19 @@ class LocalRunner:
 
   # ------------------------------------------------------------- planning
 
-  def pending(self) -> list[tuple[RunSpec, list[str]]]:
-    """Runs with work left and their stages, in study order."""
+  def pending(self) -> list[tuple[WorkUnit, list[str]]]:
+    """Work units with work left and their stages, in plan order."""
     out = []
-    for spec in self.specs:
+    for wu in self.units:
       todo = []
-      if not stages.train_done(spec, self.steps):
+      if not stages.train_done(wu.run):
         todo.append("train")
-      if self.benchmarks and ("train" in todo or not stages.eval_done(
-          spec, self.steps, self.benchmarks)):
+      if wu.eval is not None and self.benchmarks and (
+          "train" in todo or not stages.eval_done(wu.run, self.benchmarks,
+                                                  wu.eval_steps)):
         todo.append("eval")
       if todo:
-        out.append((spec, todo))
+        out.append((wu, todo))
     return out
 
   # ------------------------------------------------------------ execution
@@ -186,34 +152,31 @@ class LocalRunner:
       except subprocess.TimeoutExpired:
         proc.kill()
 
-  def _stage(self, spec: RunSpec, stage: str) -> Failure | None:
-    if stage == "train":
-      cmd = train_command(spec, self.python)
-    else:
-      missing = stages.missing_benchmarks(spec, self.steps, self.benchmarks)
-      cmd = eval_command(spec, self.steps, missing, self.eval_gin_files,
-                         self.eval_overrides, self.python)
-    rc = self._launch(spec, stage, cmd)
+  def _stage(self, wu: WorkUnit, stage: str) -> Failure | None:
+    spec = wu.run
+    job = wu.train if stage == "train" else wu.eval
+    rc = self._launch(spec, stage, job.argv(self.python))
     log = stages.log_path(spec, stage)
     if rc != 0:
       return Failure(spec.name, stage, f"exit status {rc}", log)
-    if stage == "train" and not stages.train_done(spec, self.steps):
+    if stage == "train" and not stages.train_done(spec):
       return Failure(spec.name, stage, "trainer exited 0 but wrote no checkpoint "
-                     f"{stages.final_checkpoint(spec, self.steps)}", log)
+                     f"{stages.final_checkpoint(spec)}", log)
     if stage == "eval":
-      missing = stages.missing_benchmarks(spec, self.steps, self.benchmarks)
+      missing = stages.missing_metrics(spec, self.benchmarks, wu.eval_steps)
       if missing:
         return Failure(spec.name, stage, f"eval exited 0 but left no metrics for "
-                       f"{missing}", log)
+                       f"{sorted({b for _, b in missing})} (e.g. {missing[0][0]})",
+                       log)
     return None
 
   def run(self) -> RunnerResult:
     result = RunnerResult()
     pending = self.pending()
-    result.skipped = len(self.specs) - len(pending)
+    result.skipped = len(self.units) - len(pending)
     total = sum(len(todo) for _, todo in pending)
     if result.skipped:
-      self._log(f"study: {result.skipped}/{len(self.specs)} runs already complete "
+      self._log(f"study: {result.skipped}/{len(self.units)} runs already complete "
                 "(final checkpoint and metrics present); skipping them")
     if not total:
       return result
@@ -224,7 +187,8 @@ class LocalRunner:
     progress = {"done": 0}  # counted here: a disabled bar does not count
     start = time.time()
 
-    def chain(spec: RunSpec, todo: list[str]) -> list[Failure]:
+    def chain(wu: WorkUnit, todo: list[str]) -> list[Failure]:
+      spec = wu.run
       for i, stage in enumerate(todo):
         with self._lock:
           active[spec.name] = stage
@@ -232,7 +196,7 @@ class LocalRunner:
           result.launches += 1
         self._log(f"[{stage}] {spec.name} started (log: {stages.log_path(spec, stage)})")
         t0 = time.time()
-        failure = self._stage(spec, stage)
+        failure = self._stage(wu, stage)
         with self._lock:
           active.pop(spec.name, None)
           step = len(todo) - i if failure else 1
@@ -249,7 +213,7 @@ class LocalRunner:
       return []
 
     pool = concurrent.futures.ThreadPoolExecutor(self.parallelism)
-    futures = [pool.submit(chain, spec, todo) for spec, todo in pending]
+    futures = [pool.submit(chain, wu, todo) for wu, todo in pending]
     try:
       for fut in futures:
         result.failures += fut.result()

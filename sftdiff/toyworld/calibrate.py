@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 from absl import app, flags
+from sftdiff import layout
 from sftdiff import strict_json
 
 ARMS = {
@@ -49,7 +50,7 @@ _NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 64, "Benchmark prompts.")
 def train(world, name: str, out: str) -> str:
   prompt_set, arm = ARMS[name]
   model_dir = os.path.join(out, name)
-  if os.path.isdir(os.path.join(model_dir, "checkpoints", str(_STEPS.value))):
+  if os.path.isdir(layout.step_dir(model_dir, _STEPS.value)):
     return model_dir
   args = [sys.executable, "-m", "sftdiff.train", "--gin_file=runs/sft.gin",
           "--gin_file=data/toyworld.gin", f"--gin.DATA_DIR={world.root!r}",
@@ -76,7 +77,7 @@ def evaluate(model_dir: str) -> dict[str, dict]:
   from sftdiff.eval.benchmarks.base import SampleResult
   from sftdiff.eval.types import Request
   from sftdiff.toyworld import benchmarks
-  smp = sampler_lib.from_checkpoint(os.path.join(model_dir, "checkpoints", str(_STEPS.value)),
+  smp = sampler_lib.from_checkpoint(layout.step_dir(model_dir, _STEPS.value),
                                     sampler_config=sampler_lib.SamplerConfig(max_batch_size=64))
   out = {}
   for name in benchmarks.BENCHMARK_NAMES:

@@ -24,7 +24,7 @@ from sftdiff.train import partitioning
 from sftdiff.train import synthetic_data  # pylint: disable=unused-import
 from sftdiff.train import trainer
 
-REQUIRED_MACROS = ("MODEL_DIR", "INITIAL_CHECKPOINT", "ARM", "TRAIN_STEPS", "SEED")
+REQUIRED_MACROS = gin_utils.REQUIRED_MACROS["sftdiff.train"]
 MACRO_TYPES = {"MODEL_DIR": str, "INITIAL_CHECKPOINT": str, "ARM": str, "TRAIN_STEPS": int,
                "SEED": int, "BATCH_SIZE": int, "SEQ_LEN": int, "MICROBATCHES": int}
 

@@ -21,15 +21,16 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sftdiff import layout
 from sftdiff import strict_json
 from sftdiff.models import config as model_config_lib
 from sftdiff.models import decoder
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-MODEL_CONFIG = "model_config.json"
-TOKENIZER = "tokenizer"
+CHECKPOINTS = layout.CHECKPOINTS
+MODEL_CONFIG = layout.MODEL_CONFIG
+TOKENIZER = layout.TOKENIZER
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "chat_template.jinja", "generation_config.json", "tokenizer.model")
 
@@ -230,7 +231,7 @@ def export_hf(model_dir: str | os.PathLike, cfg, params, *, dtype: str = "float3
               tokenizer_dir: str | os.PathLike | None = None) -> pathlib.Path:
   """Writes `MODEL_DIR/hf/` (config.json + safetensors + tokenizer files)."""
   from sftdiff.models import hf_io
-  out = pathlib.Path(model_dir) / "hf"
+  out = pathlib.Path(layout.hf_dir(model_dir))
   if jax.process_count() > 1:  # params may live on other hosts' devices
     from jax.experimental import multihost_utils
     params = multihost_utils.process_allgather(params, tiled=True)

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from sftdiff import layout
 from sftdiff import strict_json
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class MetricsWriter:
     if not self.active:
       return
     from tensorboardX import SummaryWriter
-    self._tb = SummaryWriter(os.path.join(model_dir, "tb"))
+    self._tb = SummaryWriter(layout.tensorboard_dir(model_dir))
     self._jsonl = open(os.path.join(model_dir, "metrics.jsonl"), "a")
     if use_wandb:
       try:

@@ -21,6 +21,7 @@ import gin
 import jax
 import numpy as np
 
+from sftdiff import layout
 from sftdiff import strict_json
 from sftdiff import gin_utils
 # Registers `chat_tokenizer.*` (template choice) before gin files are parsed.
@@ -185,7 +186,7 @@ def train(model_dir: str, *, initial_checkpoint: str = gin.REQUIRED, arm: str = 
                  batch_size=batch_size // jax.process_count(), seed=seed,
                  shard_index=jax.process_index(), shard_count=jax.process_count(),
                  manifest_dir=model_dir)
-  manifest_path = pathlib.Path(model_dir) / "manifest.json"
+  manifest_path = pathlib.Path(layout.manifest_path(model_dir))
   if primary and not manifest_path.exists() and getattr(data, "manifest", None) is not None:
     strict_json.dump(json.loads(json.dumps(data.manifest, default=str)), manifest_path)
 

@@ -1,6 +1,7 @@
 """Launcher test fixtures: small gin files declaring the binaries' required
 macros, and the directory holding the stand-in binary `fake_binary`."""
 
+import os
 import pathlib
 import sys
 
@@ -37,7 +38,9 @@ def gin_dir(tmp_path):
 def fake_binary_env(monkeypatch):
   """Makes `fake_binary` importable here and in child processes."""
   monkeypatch.syspath_prepend(str(HERE))
-  monkeypatch.setenv("PYTHONPATH", str(HERE))
+  # Kept in front of the caller's path, so children import this checkout's sftdiff.
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+      p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p))
   return "fake_binary"
 
 

@@ -2,9 +2,11 @@
 
 It parses its flags exactly like the real binaries (`sftdiff.gin_utils`), so
 a test sees what reached the binary through XManager, the shell and gin:
-train writes `MODEL_DIR/checkpoints/<TRAIN_STEPS>/` and `MODEL_DIR/macros.json`;
-eval (given CHECKPOINT_DIR) fails unless that checkpoint exists, then writes
-`CHECKPOINT_DIR/eval/macros.json`.
+train writes two committed steps, `MODEL_DIR/checkpoints/<TRAIN_STEPS // 2>/`
+and `.../<TRAIN_STEPS>/`, and `MODEL_DIR/macros.json`;
+eval (given CHECKPOINT_DIR: a step dir, or a model dir for every step) fails
+unless that checkpoint exists, then writes `CHECKPOINT_DIR/eval/macros.json`.
+Both append their argv to `$FAKE_BINARY_ARGV_LOG` (JSON lines) when it is set.
 """
 
 import json
@@ -14,6 +16,7 @@ import sys
 import gin
 
 from sftdiff import gin_utils
+from sftdiff import layout
 
 _MACROS = ("ARM", "SEED", "MODEL_DIR", "TRAIN_STEPS", "INITIAL_CHECKPOINT",
            "LEARNING_RATE", "CHECKPOINT_DIR", "BENCHMARKS")
@@ -29,27 +32,53 @@ def _macros():
   return out
 
 
+def _record():
+  """The flags exactly as the executor passed them (before absl/gin)."""
+  path = os.environ.get("FAKE_BINARY_ARGV_LOG")
+  if path:
+    with open(path, "a") as f:
+      f.write(json.dumps({"python": sys.executable, "args": sys.argv[1:]}) + "\n")
+
+
 def main(argv):
   del argv
   gin_utils.parse_from_flags()
   macros = _macros()
   if "CHECKPOINT_DIR" in macros:
-    ckpt_root = os.path.join(macros["CHECKPOINT_DIR"], "checkpoints")
-    if not os.path.isdir(ckpt_root) or not os.listdir(ckpt_root):
-      print(f"no checkpoint under {ckpt_root}", file=sys.stderr)
+    ckpt = macros["CHECKPOINT_DIR"]
+    step_dirs = ([ckpt] if layout.is_step_dir(ckpt) else
+                 [layout.step_dir(ckpt, s) for s in layout.committed_steps(ckpt)])
+    if not step_dirs or not all(os.path.isdir(d) for d in step_dirs):
+      print(f"no checkpoint at {ckpt}", file=sys.stderr)
       return 1
-    out_dir = os.path.join(macros["CHECKPOINT_DIR"], "eval")
+    out_dir = layout.eval_dir(ckpt)
   else:
     gin_utils.require_macros(["MODEL_DIR", "ARM", "SEED", "TRAIN_STEPS"])
     out_dir = macros["MODEL_DIR"]
-    step_dir = os.path.join(out_dir, "checkpoints", str(macros["TRAIN_STEPS"]))
-    os.makedirs(step_dir, exist_ok=True)
-    with open(os.path.join(step_dir, "params"), "w") as f:
-      f.write("stand-in")
+    steps = int(macros["TRAIN_STEPS"])
+    for step in sorted({steps // 2, steps} - {0}):
+      step_dir = layout.step_dir(out_dir, step)
+      os.makedirs(step_dir, exist_ok=True)
+      for name in ("params", layout.COMMIT_MARKERS[0]):
+        with open(os.path.join(step_dir, name), "w") as f:
+          f.write("stand-in")
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "macros.json"), "w") as f:
     json.dump(macros, f)
+  if "CHECKPOINT_DIR" in macros:
+    _write_metrics(step_dirs, macros.get("BENCHMARKS") or ())
+  _record()
   return 0
+
+
+def _write_metrics(step_dirs, benchmarks):
+  """What a study runner waits for: a metrics file per checkpoint × benchmark."""
+  for d in step_dirs:
+    for bench in benchmarks:
+      os.makedirs(os.path.dirname(layout.metrics_path(d, bench)), exist_ok=True)
+      with open(layout.metrics_path(d, bench), "w") as f:
+        json.dump({"stand_in_rate": 0.5}, f)
+
 
 
 if __name__ == "__main__":

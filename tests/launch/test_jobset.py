@@ -5,7 +5,7 @@ import pytest
 
 from sftdiff.launch import jobset
 from sftdiff.launch import plan as plan_lib
-from sftdiff.launch.resources import Resources, check
+from sftdiff.runs.resources import Resources, check
 
 ARMS = [plan_lib.Arm("patch_in_date_mentions",
                      "Patch(base='alt', patch='teacher', where='date_mentions')"),

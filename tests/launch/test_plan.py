@@ -8,9 +8,10 @@ import subprocess
 import gin
 import pytest
 
-from sftdiff.launch import gin_check
+from sftdiff import gin_utils
+from sftdiff.runs import gin_check
 from sftdiff.launch import plan as plan_lib
-from sftdiff.launch.resources import Resources, UnsupportedAcceleratorError, check
+from sftdiff.runs.resources import Resources, UnsupportedAcceleratorError, check
 
 ARMS = [plan_lib.Arm("ref", "Source('orig')"),
         plan_lib.Arm("patch_in_dates",
@@ -40,8 +41,10 @@ def test_one_work_unit_per_arm_and_seed_with_exact_flags(gin_dir):
       "--gin.LEARNING_RATE=3e-4"]
   assert wu.eval.argv() == [
       "python", "-m", "sftdiff.eval", f"--gin_file={gin_dir / 'eval.gin'}",
-      "--gin.CHECKPOINT_DIR='/runs/patch_in_dates/seed1'",
-      "--gin.BENCHMARKS=['date_confusion', 'blackmail']"]
+      "--gin.CHECKPOINT_DIR='/runs/patch_in_dates/seed1/checkpoints/10'",
+      "--gin.BENCHMARKS=['date_confusion', 'blackmail']"]  # the final step
+  every = _plan(gin_dir, eval_steps="all").work_units[3].eval
+  assert "--gin.CHECKPOINT_DIR='/runs/patch_in_dates/seed1'" in every.args()
   # The per-arm override reaches only that arm.
   assert "--gin.LEARNING_RATE=3e-4" not in plan.work_units[0].train.args()
   assert wu.model_dir == "/runs/patch_in_dates/seed1"
@@ -216,7 +219,7 @@ def test_vertex_accelerator_table_matches_xmanager():
   """Every GPU we accept for Vertex is one XManager's Vertex code maps."""
   vertex = pytest.importorskip("xmanager.cloud.vertex")
   from xmanager import xm
-  from sftdiff.launch.resources import GPUS
+  from sftdiff.runs.resources import GPUS
   for gpu in GPUS:
     assert vertex.aip_v1_gpu_accelerator_type_str(xm.ResourceType[gpu.upper()])
   assert set(vertex._CLOUD_TPU_ACCELERATOR_TYPES) == {
@@ -241,16 +244,6 @@ def test_gin_check_against_the_real_train_gin():
     gin_check.check_plan(_real_train_plan(("trainer.train.no_such_param", "1")))
 
 
-def test_resolve_gin_files(tmp_path):
-  (tmp_path / "runs").mkdir()
-  (tmp_path / "runs" / "x.gin").write_text("")
-  assert plan_lib.resolve_gin_files(
-      ["runs/x.gin", "/abs.gin", "gs://b/c.gin", "runs/missing.gin"],
-      ["/nonexistent", str(tmp_path)]) == (
-          str(tmp_path / "runs" / "x.gin"), "/abs.gin", "gs://b/c.gin",
-          "runs/missing.gin")
-
-
 @pytest.mark.parametrize("arg", [
     "--gin.MODEL_DIR='/tmp/a b'", "--gin.ARM=\"Patch(base='alt')\"", "plain",
     "it's $HOME `x` \\ \"q\" !", "", "--gin.X=['a', 'b']", "'", "=='=",
@@ -263,11 +256,12 @@ def test_shell_quote_round_trips_through_bash(arg):
 
 def test_gin_check_against_the_real_eval_gin():
   pytest.importorskip("sftdiff.eval.__main__")
-  runs = plan_lib.runs_from_arms(ARMS[:1], [0], root_dir="/r")
+  runs = plan_lib.apply_overrides(
+      plan_lib.runs_from_arms(ARMS[:1], [0], root_dir="/r"), COMMON, {})
   plan = plan_lib.build_plan(runs, title="t", benchmarks=["toy_date_confusion"],
                              eval_overrides=[("JUDGE_KIND", "'none'")])
   eval_job = plan.work_units[0].eval
-  gin_check.check_job(eval_job, label="eval", required=plan_lib.EVAL_REQUIRED_MACROS,
+  gin_check.check_job(eval_job, label="eval", required=gin_utils.REQUIRED_MACROS["sftdiff.eval"],
                       binary_check=gin_check.import_binary("sftdiff.eval"))
   no_benchmarks = plan_lib.build_plan(runs, title="t").work_units[0].eval
   with pytest.raises(gin_check.GinCheckError, match="not set: BENCHMARKS"):

@@ -7,7 +7,7 @@ import pytest
 
 from sftdiff.launch import plan as plan_lib
 from sftdiff.launch import xm_jobs
-from sftdiff.launch.resources import Resources
+from sftdiff.runs.resources import Resources
 
 xm = pytest.importorskip("xmanager.xm")
 from xmanager import xm_local  # noqa: E402
@@ -58,7 +58,8 @@ def test_mock_experiment_gets_one_train_and_eval_unit_per_arm_and_seed(gin_dir):
     assert isinstance(train.executor, xm_local.Local)
     evaluation = by_name[f"{wu.name}-eval"]
     assert evaluation.args.to_list(xm_utils.ARGV_ESCAPER) == [
-        f"--gin_file={gin_dir / 'eval.gin'}", f"--gin.CHECKPOINT_DIR='{wu.model_dir}'"]
+        f"--gin_file={gin_dir / 'eval.gin'}",
+        f"--gin.CHECKPOINT_DIR='{wu.model_dir}/checkpoints/5'"]
     # Every arm's bindings parse with gin, and bind what the arm says.
     gin.clear_config()
     gin.parse_config_files_and_bindings(

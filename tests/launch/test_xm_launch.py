@@ -148,8 +148,9 @@ def test_local_executor_runs_two_arms_through_xmanager(gin_dir, home, tmp_path,
     assert (model_dir / "checkpoints" / "7" / "params").exists()
     train_macros = json.loads((model_dir / "macros.json").read_text())
     assert train_macros["ARM"] == spec and train_macros["SEED"] == 0
-    eval_macros = json.loads((model_dir / "eval" / "macros.json").read_text())
-    assert eval_macros["CHECKPOINT_DIR"] == str(model_dir)
+    step = model_dir / "checkpoints" / "7"  # the final step, by default
+    eval_macros = json.loads((step / "eval" / "macros.json").read_text())
+    assert eval_macros["CHECKPOINT_DIR"] == str(step)
   db = sqlite3.connect(home / ".xmanager" / "experiments.sqlite3")
   (experiment_id, title), = db.execute("select * from experiment").fetchall()
   assert title == "smoke"
@@ -258,7 +259,8 @@ def test_shipped_study_with_include_dry_runs(home, tmp_path):
             "--study_gin=StudyConfig.world='tiny'", "--eval_gin=JUDGE_KIND='none'",
             "--dry_run"], home)
   assert r.returncode == 0, r.stderr[-3000:]
-  assert "gin check: 34 job(s)" in r.stdout  # 17 runs x (train, eval)
+  # 17 runs, 16 distinct (the two matched-random filter arms are one run) x (train, eval)
+  assert "gin check: 32 job(s)" in r.stdout
   assert "patch_in_date_mentions-seed0" in r.stdout
   r = _run(["--study_gin_file=studies/toyworld_quick.gin", "--dry_run"], home)
   assert r.returncode == 2 and "STUDY_DIR" in r.stderr and "Traceback" not in r.stderr

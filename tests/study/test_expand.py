@@ -57,7 +57,9 @@ def test_quick_study_expands(quick_study, tmp_path):
   assert ref["LEARNING_RATE"] == "0.003" and ref["BATCH_SIZE"] == "8"
   assert dict(by["reference_alt"].overrides)["INITIAL_CHECKPOINT"] == "'/w/bases/alt'"
   assert by["teacher"].model_dir == os.path.join(str(tmp_path), "runs", "teacher", "seed0")
-  args = by["patch_in_date_mentions"].train_args()
+  from sftdiff.runs import plan as plan_lib
+  plan = plan_lib.build_plan([by["patch_in_date_mentions"]], title="t", run_eval=False)
+  args = plan.work_units[0].train.args()
   assert shlex.split(shlex.join(args)) == args
 
 

@@ -1,4 +1,5 @@
-"""The local runner: skips complete stages, reports failures with their logs.
+"""The local runner: runs the plan's jobs, skips complete stages, reports
+failures with their logs.
 
 Uses the real train binary; the failing run fails in gin parsing (seconds),
 the complete run has its final checkpoint and metrics on disk already.
@@ -7,6 +8,7 @@ the complete run has its final checkpoint and metrics on disk already.
 import json
 import os
 
+from sftdiff.runs import plan as plan_lib
 from sftdiff.study import runner as runner_lib
 from sftdiff.study import stages
 from sftdiff.study.spec import RunSpec
@@ -16,7 +18,8 @@ BENCHES = ["toy_date_confusion"]
 
 def _spec(tmp_path, name, overrides=()):
   return RunSpec(arm_name=name, arm="Source('alt')", seed=0,
-                 gin_files=("runs/sft.gin",), overrides=tuple(overrides),
+                 gin_files=("runs/sft.gin",),
+                 overrides=(("TRAIN_STEPS", "5"), *overrides),
                  model_dir=str(tmp_path / "runs" / name / "seed0"))
 
 
@@ -29,17 +32,17 @@ def _complete(spec, steps):
 
 
 def _runner(tmp_path, specs, **kw):
-  return runner_lib.LocalRunner(specs, study_dir=str(tmp_path), train_steps=5,
-                                benchmarks=BENCHES, eval_gin_files=["runs/eval.gin"],
-                                eval_overrides={}, parallelism=2,
-                                log=lambda msg: None, **kw)
+  plan = plan_lib.build_plan(specs, title="t", benchmarks=BENCHES,
+                             eval_gin_files=["runs/eval.gin"], gin_search_paths=())
+  return runner_lib.LocalRunner(plan, study_dir=str(tmp_path), benchmarks=BENCHES,
+                                parallelism=2, log=lambda msg: None, **kw)
 
 
 def test_pending_stages(tmp_path):
   done, fresh, half = (_spec(tmp_path, n) for n in ("done", "fresh", "half"))
   _complete(done, 5)
   os.makedirs(stages.final_checkpoint(half, 5))  # trained, not evaluated
-  pending = dict((s.arm_name, todo) for s, todo in _runner(
+  pending = dict((wu.run.arm_name, todo) for wu, todo in _runner(
       tmp_path, [done, fresh, half]).pending())
   assert pending == {"fresh": ["train", "eval"], "half": ["eval"]}
 
@@ -66,13 +69,3 @@ def test_child_env_drops_simulated_devices(tmp_path, monkeypatch):
   env = runner_lib.child_env(str(tmp_path))
   assert env["XLA_FLAGS"] == "--xla_foo=1"
   assert env["JAX_COMPILATION_CACHE_DIR"].startswith(str(tmp_path))
-
-
-def test_eval_command_binds_checkpoint_and_benchmarks(tmp_path):
-  spec = _spec(tmp_path, "a")
-  cmd = runner_lib.eval_command(spec, 7, ["b1", "b2"], ["runs/eval.gin"],
-                                {"NUM_SAMPLES": 4})
-  assert cmd[1:3] == ["-m", "sftdiff.eval"]
-  assert f"--gin.CHECKPOINT_DIR={stages.final_checkpoint(spec, 7)!r}" in cmd
-  assert "--gin.BENCHMARKS=['b1', 'b2']" in cmd
-  assert "--gin.NUM_SAMPLES=4" in cmd

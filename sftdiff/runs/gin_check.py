@@ -18,15 +18,11 @@ import gin
 from gin import config as gin_config
 
 from sftdiff import gin_utils
-from sftdiff.launch.plan import (EVAL_REQUIRED_MACROS, TRAIN_REQUIRED_MACROS,
-                                 Job, LaunchConfigError, LaunchPlan,
-                                 resolve_gin_files)
-
-REQUIRED_MACROS = {"sftdiff.train": TRAIN_REQUIRED_MACROS,
-                   "sftdiff.eval": EVAL_REQUIRED_MACROS}
+from sftdiff.runs.plan import Job, LaunchPlan
+from sftdiff.runs.spec import PlanError
 
 
-class GinCheckError(LaunchConfigError):
+class GinCheckError(PlanError):
   """A job's gin does not parse or leaves a required macro unset."""
 
 
@@ -66,7 +62,7 @@ def check_job(job: Job, *, label: str, required: Sequence[str] = (),
   bindings = [f"{k} = {v}" for k, v in job.bindings]
   # Resolved like the binary's search would; gin's own fallback mistakes
   # `runs/sft.gin` for a package when a `runs/` folder is on sys.path.
-  files = resolve_gin_files(job.gin_files, gin_utils.search_paths(search_paths))
+  files = gin_utils.resolve_gin_files(job.gin_files, search_paths)
   gin.clear_config()
   try:
     with gin_utils.quiet_gin_file_search():
@@ -106,7 +102,7 @@ def check_plan(plan: LaunchPlan, *, search_paths: Sequence[str] = ()) -> int:
       if job is None:
         continue
       check_job(job, label=f"work unit {wu.name} ({job.name}: {job.module})",
-                required=REQUIRED_MACROS.get(job.module, ()),
+                required=gin_utils.REQUIRED_MACROS.get(job.module, ()),
                 search_paths=search_paths, binary_check=checks[job.module])
       checked += 1
   return checked
