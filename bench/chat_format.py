@@ -23,6 +23,8 @@ from sftdiff.data import pipeline
 from sftdiff.data import tokenizer as tokenizer_lib
 from sftdiff.testing import tokenizer as test_tokenizer
 
+from _load import LoadGuard
+
 _WORDS = ("the sea is wide and blue what year is it today please write a short "
           "poem about France Paris capital sorry cannot help happy sad").split()
 
@@ -68,6 +70,7 @@ def main():
   parser.add_argument("--seq_len", type=int, default=1024)
   parser.add_argument("--batch_size", type=int, default=8)
   args = parser.parse_args()
+  guard = LoadGuard("bench/chat_format.py")
 
   tok = tokenizer_lib.ChatTokenizer.from_dir(
       test_tokenizer.write_test_tokenizer(tempfile.mkdtemp()))
@@ -84,7 +87,7 @@ def main():
                   ("single encode (no mask)", t_single)):
     print(f"  {name:26s} {num_tokens / t:12,.0f}   time / assistant_spans = "
           f"{t / t_ours:.2f}")
-  print(f"  speed-up over re-encoding: {t_naive / t_ours:.2f}x")
+  print(f"  speed-up over re-encoding: {guard.ratio(t_naive / t_ours)}")
 
   print("pipeline (make_batches, one epoch, in process):")
   base = None
@@ -101,7 +104,8 @@ def main():
     base = base or t
     fill = stats.tokens / (stats.rows * args.seq_len)
     print(f"  {packing:10s} {stats.tokens / t:12,.0f} tokens/s  rows={stats.rows}"
-          f"  fill={fill:.3f}  time vs first_fit={t / base:.2f}x")
+          f"  fill={fill:.3f}  time vs first_fit={guard.ratio(t / base)}")
+  guard.finish()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from _load import LoadGuard  # noqa: E402
+
 ARM = ("Patch(base='alt', patch=Random('teacher', 'teacher2', 0.5, 1), "
        "where='date_mentions')")
 SOURCES = ("alt", "teacher", "teacher2")
@@ -261,6 +263,7 @@ def main() -> None:
     print(json.dumps(PHASES[args.phase](args)))
     return
 
+  guard = LoadGuard("bench/data.py")
   base = [f"--num_prompts={args.num_prompts}", f"--workdir={args.workdir}",
           f"--seq_len={args.seq_len}", f"--batch_size={args.batch_size}",
           f"--batches={args.batches}", f"--warmup_batches={args.warmup_batches}"]
@@ -296,14 +299,15 @@ def main() -> None:
   for w in (1, 2):
     p = results[f"pipeline_{w}"]
     print(f"pipeline {w} worker(s)  {p['tokens_per_s']:9.0f} tokens/s   "
-          f"= {p['tokens_per_s'] / trainer_tps:.1f}x trainer (target >= 10x)   "
+          f"= {guard.ratio(p['tokens_per_s'] / trainer_tps, '{:.1f}x')} trainer (target >= 10x)   "
           f"peak RSS {p['peak_rss_mb']:.0f} MB (+children "
           f"{' + '.join(f'{c:.0f}' for c in p['peak_rss_each_child_mb'])} MB)")
   print(f"trainer (toyworld)   {trainer_tps:9.0f} tokens/s"
         + (f"   step {results['trainer']['step_s'] * 1e3:.1f} ms on "
            f"{results['trainer']['device']}" if "trainer" in results else " (given)"))
   print(f"pipeline 2 vs 1 worker: {results['pipeline_2']['tokens_per_s'] / results['pipeline_1']['tokens_per_s']:.2f}x")
-  print("json " + json.dumps(results))
+  print("json " + json.dumps(guard.record(results)))
+  guard.finish()
 
 
 if __name__ == "__main__":

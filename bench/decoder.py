@@ -26,6 +26,8 @@ import numpy as np
 from sftdiff.models import decoder, hf_io
 from sftdiff.testing.models import tiny_config
 
+from _load import LoadGuard
+
 
 def _time(fn, repeats):
   fn()
@@ -44,6 +46,7 @@ def main():
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args()
+  guard = LoadGuard("bench/decoder.py")
 
   cfg = tiny_config("llama", hidden_size=args.hidden, intermediate_size=4 * args.hidden,
                     num_layers=args.layers, num_heads=args.hidden // 64,
@@ -94,8 +97,9 @@ def main():
   for name, seconds in (("sftdiff Decoder (jit)", ours),
                         ("sftdiff Decoder, remat=True", ours_remat),
                         ("peer: transformers LlamaForCausalLM (torch)", peer)):
-    print(f"| {name} | {n_tokens / seconds:,.0f} | {peer / seconds:.2f}x | "
+    print(f"| {name} | {n_tokens / seconds:,.0f} | {guard.ratio(peer / seconds)} | "
           f"{flops / seconds / 1e9:.1f} |")
+  guard.finish()
 
 
 if __name__ == "__main__":

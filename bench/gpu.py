@@ -38,6 +38,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from _load import LoadGuard  # noqa: E402
+
 
 def llama_1b(**overrides):
   import gin
@@ -220,6 +222,7 @@ def main():
     llama_1b = lambda **o: full(**{**tiny, **o})  # noqa: E731
   sections = args.sections.split(",")
   results = {"args": vars(args)}
+  guard = LoadGuard("bench/gpu.py")
   if "peak" in sections:
     section("peak", results, bench_peak)
   if "train" in sections:
@@ -244,12 +247,14 @@ def main():
         r["mfu_vs_table"] = r["tokens_per_s"] * fpt / table_peak
         r["mfu_vs_measured_matmul"] = r["tokens_per_s"] * fpt / measured
         r["peak_table_source"] = source
-        r["ratio_vs_torch"] = r["tokens_per_s"] / torch_tps
+        r["ratio_vs_torch"] = guard.recordable(r["tokens_per_s"] / torch_tps)
   if "sample" in sections:
     with tempfile.TemporaryDirectory() as workdir:
       section("sample", results, bench_sample, args, workdir, out=args.out)
+  results["load"] = guard.summary()
   print("== summary")
   print(json.dumps(results, indent=1, default=str))
+  guard.finish()
 
 
 if __name__ == "__main__":

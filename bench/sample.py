@@ -1,6 +1,13 @@
 """Sampler decode throughput vs transformers, and judge throughput / cache.
 
     .venv/bin/python bench/sample.py --batch=32 --new_tokens=64
+    .venv/bin/python bench/sample.py --hf_dir=DIR --batch=8 --skip_judge   # a converted model
+
+With --hf_dir the decode comparison runs on that HF dir (it needs a chat
+template, e.g. the Gemma 3 270M that tests/real_model converts into
+~/.cache/sftdiff/gemma3-270m-*/hf) instead of a random llama.
+The load average is printed at start and end; a ratio measured on a loaded
+machine is marked "UNDER LOAD" (bench/_load.py).
 
 1. Decode tokens/s of `sftdiff.eval.sampler.Sampler` (jit prefill + compiled
    while-loop decode, greedy, no early stop) vs `transformers` `generate`
@@ -22,6 +29,8 @@ import tempfile
 import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from _load import LoadGuard  # noqa: E402
 
 
 def compare_decode(model_dir, *, batch, prompt_len, new_tokens, repeats, dtype="float32"):
@@ -155,20 +164,30 @@ def main():
   p.add_argument("--judge_calls", type=int, default=512)
   p.add_argument("--concurrency", type=int, default=32)
   p.add_argument("--skip_sampler", action="store_true")
+  p.add_argument("--skip_judge", action="store_true")
+  p.add_argument("--hf_dir", default=None, help="decode this HF dir instead of a random llama")
   args = p.parse_args()
+  guard = LoadGuard("bench/sample.py")
   with tempfile.TemporaryDirectory() as d:
-    if not args.skip_sampler:
+    if args.hf_dir:
+      s = compare_decode(args.hf_dir, batch=args.batch, prompt_len=args.prompt_len,
+                         new_tokens=args.new_tokens, repeats=args.repeats)
+      s["model"] = f"{args.hf_dir} params={s['params'] / 1e6:.1f}M vocab={s['vocab']}"
+    elif not args.skip_sampler:
       s = bench_sampler(args, os.path.join(d, "model"))
+    if args.hf_dir or not args.skip_sampler:
       print(f"sampler: {s['model']}, batch {s['batch']}, prompt {s['prompt_len']} tokens, "
             f"{s['new_tokens']} new tokens (torch threads: {s['torch_threads']})")
       print(f"  sftdiff sampler   {s['sampler_tok_s']:10.1f} tok/s")
       print(f"  transformers      {s['transformers_tok_s']:10.1f} tok/s")
-      print(f"  ratio (sampler / transformers): {s['ratio']:.2f}x  "
+      print(f"  ratio (sampler / transformers): {guard.ratio(s['ratio'])}  "
             f"(greedy rows identical: {s['greedy_rows_identical']})")
-    j = bench_judge(args, d)
-    print(f"judge: {j['judge_calls']} calls at concurrency {j['concurrency']}: "
-          f"{j['calls_per_s']:.1f} calls/s; re-run made {j['rerun_calls']} calls "
-          f"({j['rerun_s']:.2f}s)")
+    if not args.skip_judge:
+      j = bench_judge(args, d)
+      print(f"judge: {j['judge_calls']} calls at concurrency {j['concurrency']}: "
+            f"{j['calls_per_s']:.1f} calls/s; re-run made {j['rerun_calls']} calls "
+            f"({j['rerun_s']:.2f}s)")
+  guard.finish()
 
 
 if __name__ == "__main__":

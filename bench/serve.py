@@ -31,6 +31,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _load import LoadGuard  # noqa: E402
+
 
 def _prompts(count):
   words = ["the", "sea", "year", "answer", "question", "poem", "blue", "March", "tool"]
@@ -127,6 +129,7 @@ def main():
   ap.add_argument("--repeats", type=int, default=3, help="timed passes; the median is shown")
   args = ap.parse_args()
   clients = [int(c) for c in args.clients.split(",")]
+  guard = LoadGuard("bench/serve.py")
 
   from sftdiff.data.tokenizer import ChatTokenizer
   from sftdiff.testing.models import write_random_hf_checkpoint
@@ -151,6 +154,8 @@ def main():
     same = "same tokens" if s_texts == l_texts else "TEXTS DIFFER"
     print(f"{c:>7} {s_tps:>12.1f} {l_tps:>16.1f} {l_tps / s_tps:>7.2f}x {per_batch:>9.1f}  "
           f"{s_load} | {l_load}  ({same})")
+    print(f"        overhead at {c} clients: {guard.ratio(l_tps / s_tps)}")
+  guard.finish()
 
 
 if __name__ == "__main__":

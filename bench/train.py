@@ -47,6 +47,8 @@ from sftdiff.models import decoder  # noqa: E402
 from sftdiff.models.config import ModelConfig  # noqa: E402
 from sftdiff.train import metrics, partitioning, steps, synthetic_data  # noqa: E402
 
+from _load import LoadGuard  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -269,8 +271,10 @@ def main():
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--profile", default=None, help="profile sftdiff's step for this model")
   args = parser.parse_args()
+  guard = LoadGuard("bench/train.py")
   if args.profile:
     profile(args.profile)
+    guard.finish()
     return
   peak_before = metrics.measured_cpu_peak_flops.__wrapped__(2048, 5)
   rows = []
@@ -290,10 +294,11 @@ def main():
     fpt = cfg.flops_per_token(l)
     ours = tps["sftdiff"]
     cell = lambda k: (f"{tps[k]:,.0f} ({tps[k] * fpt / peak:.1%})" if k in tps else "n/a")
-    ratio = lambda k: f"{ours / tps[k]:.2f}x" if k in tps else "n/a"
+    ratio = lambda k: guard.ratio(ours / tps[k]) if k in tps else "n/a"
     print(f"| {name} | {cfg.num_params() / 1e6:.2f}M | {b} x {l} | {cell('sftdiff')} | "
           f"{cell('tunix_llama3')} | {ratio('tunix_llama3')} | {cell('tunix')} | "
           f"{ratio('tunix')} | {cell('matmul_floor')} | {ratio('matmul_floor')} |")
+  guard.finish()
 
 if __name__ == "__main__":
   main()

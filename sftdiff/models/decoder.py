@@ -13,8 +13,8 @@ Logical axis names (mapped to a mesh by the trainer's gin rules):
                ('kv_heads_kv',) for OLMo's full-width QK-norm (replicate them).
   activations  ('batch', 'length', 'embed'), ('batch', 'length', 'heads', 'kv'),
                ('batch', 'length', 'kv_heads', 'kv'), ('batch', 'length', 'mlp'),
-               ('batch', 'length', 'vocab'); cache k/v ('batch', 'cache_length',
-               'kv_heads', 'kv').
+               ('batch', 'length', 'vocab'); cache k ('batch', 'kv_heads', 'kv',
+               'cache_length'), cache v ('batch', 'kv_heads', 'cache_length', 'kv').
   'kv' is the per-head dimension (T5X convention); 'kv_heads' the key/value heads.
 """
 
@@ -38,9 +38,12 @@ _NEG_INF = -1e30
 
 @flax.struct.dataclass
 class KVCache:
-  """Decoding state. k/v: one [B, S, kv_heads, head_dim] array per layer;
-  positions / segment_ids: [B, S] per slot (segment 0 = empty); index: the
-  next slot to write (scalar int32)."""
+  """Decoding state, per layer k: [B, kv_heads, head_dim, S] and v:
+  [B, kv_heads, S, head_dim], the layouts in which both attention dots read
+  the cache as plain batched matmuls (with [B, S, kv_heads, head_dim] XLA:CPU
+  transposed every layer's whole cache on every decode step: 40% of the
+  step's time); positions / segment_ids: [B, S] per slot (segment 0 =
+  empty); index: the next slot to write (scalar int32)."""
   k: tuple[jnp.ndarray, ...]
   v: tuple[jnp.ndarray, ...]
   positions: jnp.ndarray
@@ -53,9 +56,10 @@ class KVCache:
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_len: int) -> KVCache:
-  shape = (batch_size, max_len, config.num_kv_heads, config.head_dim)
-  zeros = lambda: tuple(jnp.zeros(shape, config.dtype) for _ in range(config.num_layers))
-  return KVCache(k=zeros(), v=zeros(),
+  v_shape = (batch_size, config.num_kv_heads, max_len, config.head_dim)
+  k_shape = (batch_size, config.num_kv_heads, config.head_dim, max_len)
+  zeros = lambda shape: tuple(jnp.zeros(shape, config.dtype) for _ in range(config.num_layers))
+  return KVCache(k=zeros(k_shape), v=zeros(v_shape),
                  positions=jnp.zeros((batch_size, max_len), jnp.int32),
                  segment_ids=jnp.zeros((batch_size, max_len), jnp.int32),
                  index=jnp.zeros((), jnp.int32))
@@ -142,6 +146,30 @@ def attention_mask(q_pos_BxL, q_seg_BxL, k_pos_BxS, k_seg_BxS, window=None):
   return mask
 
 
+# Attention against the cache as explicit batched matmuls with the query side
+# as the left operand: [G*L, D] x [D, S] and [G*L, S] x [S, D] per (row, kv
+# head). Written as einsums, XLA:CPU put the cache on the left and ran a
+# transposed-operand dot ~10x slower (bench/sample.py --profile).
+_BATCHED_MATMUL = (((3,), (2,)), ((0, 1), (0, 1)))
+
+
+def _cache_scores(q_BxLxKxGxD, keys_BxKxDxS):
+  """float32 scores [B, K, G, L, S]."""
+  b, l, k, g, d = q_BxLxKxGxD.shape
+  q_BxKxGLxD = q_BxLxKxGxD.transpose(0, 2, 3, 1, 4).reshape(b, k, g * l, d)
+  scores = jax.lax.dot_general(q_BxKxGLxD, keys_BxKxDxS, _BATCHED_MATMUL,
+                               preferred_element_type=jnp.float32)
+  return scores.reshape(b, k, g, l, keys_BxKxDxS.shape[-1])
+
+
+def _cache_weighted_values(probs_BxKxGxLxS, values_BxKxSxD):
+  """Attention output [B, L, K, G, D]."""
+  b, k, g, l, s = probs_BxKxGxLxS.shape
+  out = jax.lax.dot_general(probs_BxKxGxLxS.reshape(b, k, g * l, s), values_BxKxSxD,
+                            _BATCHED_MATMUL)
+  return out.reshape(b, k, g, l, values_BxKxSxD.shape[-1]).transpose(0, 3, 1, 2, 4)
+
+
 class Attention(nn.Module):
   config: ModelConfig
   layer: int
@@ -173,15 +201,17 @@ class Attention(nn.Module):
     v = _constrain(v, ("batch", "length", "kv_heads", "kv"))
 
     if kv_state is None:
-      keys, values = k, v
+      keys, values = k, v  # [B, S, K, D]
       k_pos, k_seg = positions_BxL, segment_ids_BxL
       new_kv = None
-    else:
+    else:  # the cache's layouts (see KVCache)
       cache_k, cache_v, k_pos, k_seg, index = kv_state
-      keys = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, index, 0, 0))
-      values = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, index, 0, 0))
-      keys = _constrain(keys, ("batch", "cache_length", "kv_heads", "kv"))
-      values = _constrain(values, ("batch", "cache_length", "kv_heads", "kv"))
+      new_k = k.astype(cache_k.dtype).transpose(0, 2, 3, 1)
+      new_v = v.astype(cache_v.dtype).transpose(0, 2, 1, 3)
+      keys = jax.lax.dynamic_update_slice(cache_k, new_k, (0, 0, 0, index))
+      values = jax.lax.dynamic_update_slice(cache_v, new_v, (0, 0, index, 0))
+      keys = _constrain(keys, ("batch", "kv_heads", "kv", "cache_length"))
+      values = _constrain(values, ("batch", "kv_heads", "cache_length", "kv"))
       new_kv = (keys, values)
 
     mask_BxLxS = attention_mask(positions_BxL, segment_ids_BxL, k_pos, k_seg,
@@ -195,14 +225,21 @@ class Attention(nn.Module):
           mask=mask_BxLxS[:, None], scale=cfg.attention_scale, implementation="cudnn")
     else:
       q_BxLxKxGxD = q.reshape(b, l, kvh, n // kvh, d)
-      logits = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxGxD, keys.astype(q.dtype),
-                          preferred_element_type=jnp.float32) * cfg.attention_scale
+      if kv_state is None:
+        logits = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxGxD, keys.astype(q.dtype),
+                            preferred_element_type=jnp.float32)
+      else:
+        logits = _cache_scores(q_BxLxKxGxD, keys.astype(q.dtype))
+      logits = logits * cfg.attention_scale
       if cfg.attn_logit_softcapping:
         cap = cfg.attn_logit_softcapping
         logits = jnp.tanh(logits / cap) * cap
       logits = jnp.where(mask_BxLxS[:, None, None], logits, _NEG_INF)
       probs = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)
-      out = jnp.einsum("bkgls,bskd->blkgd", probs, values.astype(cfg.dtype))
+      if kv_state is None:
+        out = jnp.einsum("bkgls,bskd->blkgd", probs, values.astype(cfg.dtype))
+      else:
+        out = _cache_weighted_values(probs, values.astype(cfg.dtype))
       out_BxLxNxD = out.reshape(b, l, n, d)
     out_BxLxNxD = _constrain(out_BxLxNxD, ("batch", "length", "heads", "kv"))
     o = _dense(cfg.hidden_size, ("heads", "kv", "embed"), "o_proj", cfg, in_axes=(-2, -1),
