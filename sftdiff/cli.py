@@ -28,7 +28,7 @@ USER_ERRORS = frozenset({
     "sftdiff.data.chat.MessageFormatError",
     "sftdiff.data.tokenizer.TokenizerFormatError",
     "sftdiff.data.tokenizer.ChatTemplateError",
-    "sftdiff.models.config.UnsupportedModelError",
+    "sftdiff.models.hf_io.UnsupportedModelError",
     "sftdiff.models.hf_io.CheckpointFormatError",
     "sftdiff.train.checkpoints.CheckpointNotFoundError",
     "sftdiff.eval.benchmarks.rubric.RubricFileError",
