@@ -24,7 +24,7 @@ USER_ERRORS = frozenset({
     "sftdiff.data.arms.ArmError",
     "sftdiff.data.records.DataValidationError",
     "sftdiff.data.filters.FilterError",
-    "sftdiff.data.joined.CoverageError",
+    "sftdiff.data.store_build.CoverageError",
     "sftdiff.data.chat.MessageFormatError",
     "sftdiff.data.tokenizer.TokenizerFormatError",
     "sftdiff.data.tokenizer.ChatTemplateError",

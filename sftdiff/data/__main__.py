@@ -99,9 +99,9 @@ def _declared_arms(data) -> dict[str, str]:
 
 
 def cmd_build() -> None:
-  from sftdiff.data import joined
+  from sftdiff.data import store as store_lib
   store = _data_config().build(force=_FORCE.value)
-  print(joined.coverage_summary(store))
+  print(store_lib.coverage_summary(store))
 
 
 def cmd_arms() -> None:
