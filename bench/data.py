@@ -132,8 +132,9 @@ def phase_build(args) -> dict:
 
 
 def phase_select(args) -> dict:
-  from sftdiff.data import arms, joined
-  store = joined.JoinedStore(_config(args).build().path)
+  from sftdiff.data import arms
+  from sftdiff.data import store as store_lib
+  store = store_lib.JoinedStore(_config(args).build().path)
   rss0 = _peak_rss_mb()
   arm = arms.check_arm(ARM, sources=store.sources, filters=store.filters,
                        subsets=store.subsets)
@@ -160,8 +161,9 @@ def _tokenizer(args):
 
 def phase_pipeline(args) -> dict:
   import grain
-  from sftdiff.data import arms, joined, pipeline, train_data
-  store = joined.JoinedStore(_config(args).build().path)
+  from sftdiff.data import arms, pipeline, train_data
+  from sftdiff.data import store as store_lib
+  store = store_lib.JoinedStore(_config(args).build().path)
   tok = _tokenizer(args)
   arm = arms.parse_arm(ARM)
   chosen = arms.select_checked(arm, store.columns(["id_hash", "label:date_mentions"]),

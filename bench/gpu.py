@@ -126,7 +126,7 @@ def _sync():
 def bench_train_torch(args, cfg, batches):
   import torch
   import transformers
-  from sftdiff.models.config import to_hf_config
+  from sftdiff.models.hf_io import to_hf_config
 
   hf = to_hf_config(cfg)
   hf.pop("torch_dtype", None)
@@ -165,7 +165,7 @@ def bench_sample(args, workdir):
   import torch
   import transformers
   from sftdiff.data.tokenizer import ChatTokenizer
-  from sftdiff.models.config import to_hf_config
+  from sftdiff.models.hf_io import to_hf_config
   from sftdiff.testing.tokenizer import write_test_tokenizer
   sys.path.insert(0, str(REPO / "bench"))
   from sample import compare_decode  # pylint: disable=import-outside-toplevel

@@ -13,7 +13,8 @@ Commands (all take `--gin_file=` / `--gin.NAME=VALUE`; data comes from the
   overlaps  filter counts, Jaccard matrix and coverage (`--filters=a,b,...`)
   preview   N formatted training examples of `ARM` with the loss mask visible:
             trained tokens are shown [[in double brackets]] (and green on a tty)
-  rollouts  generate teacher rollouts (hook: `sftdiff.eval.rollouts.main`)
+
+Teacher rollouts moved next to the sampler: `python -m sftdiff.eval rollouts`.
 
 Example:
   python -m sftdiff.data arms --gin_file=data/example.gin \
@@ -22,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -32,7 +32,9 @@ import gin
 
 from sftdiff import gin_utils
 
-COMMANDS = ("build", "arms", "overlaps", "preview", "rollouts")
+COMMANDS = ("build", "arms", "overlaps", "preview")
+# Commands that now live elsewhere: the old spelling exits 2 with a pointer.
+MOVED = {"rollouts": "python -m sftdiff.eval rollouts"}
 
 _FORCE = flags.DEFINE_bool("force", False, "build: rebuild even if cached.")
 _TOKENIZER_DIR = flags.DEFINE_string(
@@ -97,9 +99,9 @@ def _declared_arms(data) -> dict[str, str]:
 
 
 def cmd_build() -> None:
-  from sftdiff.data import joined
+  from sftdiff.data import store as store_lib
   store = _data_config().build(force=_FORCE.value)
-  print(joined.coverage_summary(store))
+  print(store_lib.coverage_summary(store))
 
 
 def cmd_arms() -> None:
@@ -188,21 +190,16 @@ def cmd_preview() -> None:
     print(format_masked(tokenizer, ex.ids, ex.mask, color))
 
 
-def cmd_rollouts(argv) -> None:
-  # Hook: teacher rollouts live with the sampler (another module); it parses
-  # its own gin configuration from the same flags.
-  rollouts = importlib.import_module("sftdiff.eval.rollouts")
-  return rollouts.main(argv)
-
-
 def main(argv) -> None:
+  if argv[1:2] and argv[1] in MOVED:
+    raise gin_utils.GinConfigError(
+        f"`python -m sftdiff.data {argv[1]}` moved: use `{MOVED[argv[1]]}` "
+        "(same flags)")
   if len(argv) < 2 or argv[1] not in COMMANDS:
     raise gin_utils.GinConfigError(
         f"usage: python -m sftdiff.data {{{','.join(COMMANDS)}}} "
         "[--gin_file=...] [--gin.NAME=VALUE ...]")
   command = argv[1]
-  if command == "rollouts":
-    return cmd_rollouts([argv[0], *argv[2:]])
   if len(argv) > 2:
     raise gin_utils.GinConfigError(f"unexpected arguments: {argv[2:]}")
   # Registers DataConfig / make_train_data / chat_tokenizer with gin before

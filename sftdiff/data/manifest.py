@@ -38,7 +38,7 @@ import numpy as np
 
 from sftdiff import strict_json
 from sftdiff.data import arms as arms_lib
-from sftdiff.data import joined as joined_lib
+from sftdiff.data import store as store_lib
 
 MANIFEST_FILE = "manifest.json"
 
@@ -71,7 +71,7 @@ def pipeline_record(record: dict[str, Any], source: str) -> dict[str, Any]:
   return out
 
 
-def trainable_tokens(store: joined_lib.JoinedStore, chosen: np.ndarray,
+def trainable_tokens(store: store_lib.JoinedStore, chosen: np.ndarray,
                      tokenizer, *, max_len: int | None, overlong: str,
                      on_error: str = "fail", train_all_assistant: bool = False
                      ) -> tuple[dict[str, int], dict[str, Any]]:
@@ -111,7 +111,7 @@ def trainable_tokens(store: joined_lib.JoinedStore, chosen: np.ndarray,
   return per_source, counts
 
 
-def trained_sources(store: joined_lib.JoinedStore, chosen: np.ndarray
+def trained_sources(store: store_lib.JoinedStore, chosen: np.ndarray
                     ) -> np.ndarray:
   """`chosen` with every prompt whose chosen completion is a coverage
   fallback's text re-pointed at the fallback source (what is trained)."""
@@ -127,7 +127,7 @@ def trained_sources(store: joined_lib.JoinedStore, chosen: np.ndarray
   return trained
 
 
-def build_manifest(arm: arms_lib.ArmLike, store: joined_lib.JoinedStore,
+def build_manifest(arm: arms_lib.ArmLike, store: store_lib.JoinedStore,
                    chosen: np.ndarray, *, arm_name: str | None = None,
                    tokenizer=None, max_len: int | None = None,
                    overlong: str = "truncate",

@@ -55,7 +55,8 @@ import numpy as np
 
 from sftdiff.data import arms as arms_lib
 from sftdiff.data import filters as filters_lib
-from sftdiff.data import joined as joined_lib
+from sftdiff.data import store as store_lib
+from sftdiff.data import store_build
 from sftdiff.data import manifest as manifest_lib
 from sftdiff.data import sources as sources_lib
 
@@ -141,10 +142,10 @@ class DataConfig:
     raise ValueError("DataConfig.store_dir is not set: bind it in gin "
                      "(DataConfig.store_dir = '/path/to/stores') or set data_dir")
 
-  def build(self, *, force: bool = False) -> joined_lib.JoinedStore:
+  def build(self, *, force: bool = False) -> store_lib.JoinedStore:
     store_dir = self.resolved_store_dir()
     self.register_filters()
-    return joined_lib.build_store(self.prompt_spec(), self.source_specs(),
+    return store_build.build_store(self.prompt_spec(), self.source_specs(),
                                   store_dir, missing=self.missing,
                                   on_error=self.on_error,
                                   prompt_mismatch=self.prompt_mismatch, force=force)
@@ -184,7 +185,7 @@ class ArmRecords:
   6 bytes per selected prompt.
   """
 
-  def __init__(self, store: joined_lib.JoinedStore, indices: np.ndarray,
+  def __init__(self, store: store_lib.JoinedStore, indices: np.ndarray,
                chosen: np.ndarray):
     self._store = store
     index_dtype = np.int32 if len(store) < 2**31 else np.int64
@@ -205,7 +206,7 @@ class TrainData:
   """What the trainer gets: a checkpointable iterator, eval batches, manifest."""
   train: Any  # grain.DatasetIterator of batches (see pipeline.make_batches)
   manifest: dict[str, Any]
-  store: joined_lib.JoinedStore
+  store: store_lib.JoinedStore
   train_records: ArmRecords
   eval_records: ArmRecords
   _make_eval: Any = None
@@ -216,7 +217,7 @@ class TrainData:
 
 
 def select_arm(data: DataConfig, arm: arms_lib.ArmLike
-               ) -> tuple[arms_lib.Arm, joined_lib.JoinedStore, np.ndarray]:
+               ) -> tuple[arms_lib.Arm, store_lib.JoinedStore, np.ndarray]:
   """Checks the arm (no data read), builds/reuses the store, selects."""
   arm = data.check_arm(arm)
   store = data.build()

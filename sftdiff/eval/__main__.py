@@ -31,6 +31,9 @@ def main(argv):
   if argv[1:2] == ["calibrate"]:  # `python -m sftdiff.eval calibrate`: judge calibration
     from sftdiff.eval import calibrate
     return calibrate.main(argv[1:])
+  if argv[1:2] == ["rollouts"]:  # `python -m sftdiff.eval rollouts`: teacher rollouts
+    from sftdiff.eval import rollouts
+    return rollouts.main(argv[1:])
   if argv[1:2] == ["label"]:  # `python -m sftdiff.eval label`: autorater filter labels
     from sftdiff.eval import autorate_labels
     return autorate_labels.main(argv[1:])

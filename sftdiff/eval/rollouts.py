@@ -1,6 +1,6 @@
 """Teacher rollouts: a rollout source for a prompt set, from a checkpoint or an API.
 
-    python -m sftdiff.data rollouts \
+    python -m sftdiff.eval rollouts \
       --gin.run_rollouts.prompts_path="'prompts.jsonl'" \
       --gin.run_rollouts.output_path="'teacher.jsonl'" \
       --gin.run_rollouts.source_name="'teacher'" \
@@ -113,7 +113,7 @@ def run_rollouts(prompts_path: str | None = None,
 
 
 def main(argv) -> None:
-  """Entry point (`python -m sftdiff.data rollouts ...` calls this)."""
+  """Entry point (`python -m sftdiff.eval rollouts ...` calls this)."""
   if len(argv) > 1:
     raise gin_utils.GinConfigError(f"rollouts: unexpected arguments {argv[1:]}")
   gin_utils.parse_from_flags()

@@ -1,5 +1,6 @@
 """ModelConfig: one decoder-only architecture covering Llama 3, Qwen 3, Gemma 3
-(text), OLMo 2 and OLMo 3, plus conversion to/from Hugging Face `config.json`.
+(text), OLMo 2 and OLMo 3. Conversion to/from Hugging Face `config.json` is in
+`sftdiff.models.hf_io`.
 
 Family-specific details (norm placement, QK-norm kind, (1+w) RMSNorm, embedding
 scaling, activation) default from `family` when left as None, so a gin file only
@@ -16,22 +17,6 @@ import gin
 
 FAMILIES = ("llama", "qwen3", "gemma3", "olmo2", "olmo3")
 ATTENTION_IMPLS = ("xla", "cudnn")
-# HF `model_type` -> our family.
-HF_MODEL_TYPES = {
-    "llama": "llama",
-    "qwen3": "qwen3",
-    "gemma3_text": "gemma3",
-    "olmo2": "olmo2",
-    "olmo3": "olmo3",
-}
-FAMILY_TO_HF = {v: k for k, v in HF_MODEL_TYPES.items()}
-HF_ARCHITECTURES = {
-    "llama": "LlamaForCausalLM",
-    "qwen3": "Qwen3ForCausalLM",
-    "gemma3": "Gemma3ForCausalLM",
-    "olmo2": "Olmo2ForCausalLM",
-    "olmo3": "Olmo3ForCausalLM",
-}
 FULL, SLIDING = "full_attention", "sliding_attention"
 ROPE_SCALING_TYPES = ("llama3", "yarn", "linear")
 
@@ -43,10 +28,6 @@ _FAMILY_DEFAULTS = {
     "olmo2": ("post", "full", False, False, "silu"),
     "olmo3": ("post", "full", False, False, "silu"),
 }
-
-
-class UnsupportedModelError(ValueError):
-  """A Hugging Face config describes something this decoder does not implement."""
 
 
 @gin.configurable(module="sftdiff")
@@ -215,178 +196,6 @@ def layer_pattern(num_layers: int, full_every: int) -> tuple[str, ...]:
   6, OLMo 3: 4), as transformers builds `layer_types`. For gin:
   `ModelConfig.layer_types = @layer_pattern()`."""
   return tuple(FULL if (i + 1) % full_every == 0 else SLIDING for i in range(num_layers))
-
-
-# --- Hugging Face config.json ----------------------------------------------
-
-def _rope_from_hf(d: Mapping[str, Any], family: str) -> dict[str, Any]:
-  """Reads both the legacy (rope_theta / rope_scaling / rope_local_base_freq)
-  and the transformers>=5 (`rope_parameters`, maybe nested by layer type) forms."""
-  params = d.get("rope_parameters")
-  default_theta = {"gemma3": 1_000_000.0, "olmo3": 500_000.0}.get(family, 10000.0)
-  full, local = {}, {}
-  if isinstance(params, Mapping) and (FULL in params or SLIDING in params):
-    full = dict(params.get(FULL) or {})
-    local = dict(params.get(SLIDING) or {})
-  elif isinstance(params, Mapping):
-    full = dict(params)
-  if d.get("rope_scaling"):
-    full = {**full, **d["rope_scaling"]}
-  theta = full.pop("rope_theta", d.get("rope_theta", default_theta))
-  local_default = 10000.0 if family == "gemma3" else theta
-  local_theta = local.pop("rope_theta", d.get("rope_local_base_freq", local_default))
-  for kind, p in (("full_attention", full), ("sliding_attention", local)):
-    p.setdefault("rope_type", p.pop("type", "default"))
-    if kind == "sliding_attention" and p["rope_type"] != "default":
-      raise UnsupportedModelError(
-          f"rope scaling {p['rope_type']!r} on sliding-attention layers is not supported")
-  scaling = None
-  if full["rope_type"] != "default":
-    if full["rope_type"] not in ROPE_SCALING_TYPES:
-      raise UnsupportedModelError(
-          f"rope_type {full['rope_type']!r} is not supported (supported: default, "
-          f"{', '.join(ROPE_SCALING_TYPES)})")
-    full.pop("partial_rotary_factor", None)
-    full.setdefault("original_max_position_embeddings", d.get("max_position_embeddings"))
-    scaling = full
-  out = {"rope_theta": float(theta), "rope_scaling": scaling}
-  if float(local_theta) != float(theta):
-    out["rope_local_theta"] = float(local_theta)
-  return out
-
-
-def _layer_types_from_hf(d: Mapping[str, Any], family: str, num_layers: int):
-  window = d.get("sliding_window")
-  if family == "qwen3" and not d.get("use_sliding_window", False):
-    window = None
-  if family in ("llama", "olmo2"):
-    window = None
-  types = d.get("layer_types")
-  if types is None and window:
-    if family == "gemma3":
-      pattern = d.get("sliding_window_pattern", 6)
-      types = [SLIDING if (i + 1) % pattern else FULL for i in range(num_layers)]
-    elif family == "olmo3":
-      types = [SLIDING if (i + 1) % 4 else FULL for i in range(num_layers)]
-    elif family == "qwen3":
-      start = d.get("max_window_layers", num_layers)
-      types = [SLIDING if i >= start else FULL for i in range(num_layers)]
-  if types is not None and SLIDING not in types:
-    types = None
-  if types is None:
-    window = None
-  return (tuple(types) if types else None), window
-
-
-def from_hf_config(d: Mapping[str, Any], **overrides) -> ModelConfig:
-  """Builds a ModelConfig from a Hugging Face `config.json` dict."""
-  model_type = d.get("model_type")
-  if model_type not in HF_MODEL_TYPES:
-    hint = (" (the multimodal Gemma 3 checkpoint; export its text model as "
-            "'gemma3_text')" if model_type == "gemma3" else "")
-    raise UnsupportedModelError(
-        f"unsupported model_type {model_type!r}{hint}; supported: "
-        f"{', '.join(sorted(HF_MODEL_TYPES))}")
-  family = HF_MODEL_TYPES[model_type]
-  for key in ("mlp_bias",):
-    if d.get(key):
-      raise UnsupportedModelError(f"{model_type}: {key}=true is not supported")
-  if d.get("use_bidirectional_attention"):
-    raise UnsupportedModelError(f"{model_type}: use_bidirectional_attention is not supported")
-  num_layers = d["num_hidden_layers"]
-  num_heads = d["num_attention_heads"]
-  layer_types, window = _layer_types_from_hf(d, family, num_layers)
-  act = d.get("hidden_activation") or d.get("hidden_act") or "silu"
-  act = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh"}.get(act)
-  if act is None:
-    raise UnsupportedModelError(f"{model_type}: activation {d.get('hidden_act')!r} is not supported")
-  tie_default = family == "gemma3"
-  kwargs = dict(
-      family=family,
-      vocab_size=d["vocab_size"],
-      hidden_size=d["hidden_size"],
-      intermediate_size=d["intermediate_size"],
-      num_layers=num_layers,
-      num_heads=num_heads,
-      num_kv_heads=d.get("num_key_value_heads") or num_heads,
-      head_dim=d.get("head_dim") or d["hidden_size"] // num_heads,
-      max_position_embeddings=d.get("max_position_embeddings", 4096),
-      norm_eps=d.get("rms_norm_eps", 1e-6),
-      tie_embeddings=bool(d.get("tie_word_embeddings", tie_default)),
-      attention_bias=bool(d.get("attention_bias", False)),
-      activation=act,
-      sliding_window=window,
-      layer_types=layer_types,
-      bos_token_id=d.get("bos_token_id"),
-      eos_token_id=d.get("eos_token_id"),
-      pad_token_id=d.get("pad_token_id"),
-      **_rope_from_hf(d, family),
-  )
-  if family == "gemma3":
-    kwargs["query_pre_attn_scalar"] = d.get("query_pre_attn_scalar", 256)
-    kwargs["attn_logit_softcapping"] = d.get("attn_logit_softcapping")
-    kwargs["final_logit_softcapping"] = d.get("final_logit_softcapping")
-  kwargs.update(overrides)
-  return ModelConfig(**kwargs)
-
-
-def to_hf_config(cfg: ModelConfig) -> dict[str, Any]:
-  """HF `config.json` dict; rope settings in the legacy keys (rope_theta,
-  rope_scaling, rope_local_base_freq), which transformers 4.x/5.x and vLLM read."""
-  family = cfg.family
-  d: dict[str, Any] = {
-      "architectures": [HF_ARCHITECTURES[family]],
-      "model_type": FAMILY_TO_HF[family],
-      "vocab_size": cfg.vocab_size,
-      "hidden_size": cfg.hidden_size,
-      "intermediate_size": cfg.intermediate_size,
-      "num_hidden_layers": cfg.num_layers,
-      "num_attention_heads": cfg.num_heads,
-      "num_key_value_heads": cfg.num_kv_heads,
-      "head_dim": cfg.head_dim,
-      "max_position_embeddings": cfg.max_position_embeddings,
-      "rms_norm_eps": cfg.norm_eps,
-      "tie_word_embeddings": cfg.tie_embeddings,
-      "attention_bias": cfg.attention_bias,
-      "attention_dropout": 0.0,
-      "rope_theta": cfg.rope_theta,
-      "bos_token_id": cfg.bos_token_id,
-      "eos_token_id": list(cfg.eos_token_id) if isinstance(cfg.eos_token_id, tuple) else cfg.eos_token_id,
-      "pad_token_id": cfg.pad_token_id,
-      "torch_dtype": "float32",
-      "use_cache": True,
-  }
-  act = {"silu": "silu", "gelu_tanh": "gelu_pytorch_tanh"}[cfg.activation]
-  if family == "gemma3":
-    d["hidden_activation"] = act
-    d["query_pre_attn_scalar"] = cfg.query_pre_attn_scalar or cfg.head_dim
-    d["rope_local_base_freq"] = cfg.rope_local_theta or cfg.rope_theta
-    d["attn_logit_softcapping"] = cfg.attn_logit_softcapping
-    d["final_logit_softcapping"] = cfg.final_logit_softcapping
-  else:
-    d["hidden_act"] = act
-  if family == "llama":
-    d["mlp_bias"] = False
-  if cfg.rope_scaling is not None:
-    d["rope_scaling"] = cfg.rope_scaling_dict
-  # transformers>=5 form too (it takes precedence there; older readers ignore it).
-  full = {"rope_type": "default", **cfg.rope_scaling_dict, "rope_theta": cfg.rope_theta}
-  if family in ("gemma3", "olmo3"):
-    local = {"rope_type": "default", "rope_theta": cfg.rope_local_theta or cfg.rope_theta}
-    d["rope_parameters"] = {FULL: full, SLIDING: local}
-  else:
-    d["rope_parameters"] = full
-  if cfg.layer_types is not None or family in ("gemma3", "olmo3"):
-    d["layer_types"] = list(cfg.resolved_layer_types)
-    d["sliding_window"] = cfg.sliding_window
-  if family == "qwen3":
-    d["use_sliding_window"] = cfg.layer_types is not None
-    d["sliding_window"] = cfg.sliding_window
-    d["max_window_layers"] = cfg.num_layers
-  if family == "olmo3" and cfg.rope_local_theta not in (None, cfg.rope_theta):
-    raise UnsupportedModelError("olmo3 has one rope_theta for all layers; rope_local_theta "
-                                "cannot be exported")
-  return d
 
 
 def rope_theta_for_layer(cfg: ModelConfig, layer: int) -> float:

@@ -131,16 +131,18 @@ class Checkpointer:
 # --- model directory files ----------------------------------------------------
 
 def write_model_config(model_dir: str, cfg: model_config_lib.ModelConfig) -> None:
+  from sftdiff.models import hf_io
   path = pathlib.Path(model_dir) / MODEL_CONFIG
-  strict_json.dump(model_config_lib.to_hf_config(cfg), path)
+  strict_json.dump(hf_io.to_hf_config(cfg), path)
 
 
 def read_model_config(model_dir: str | os.PathLike) -> model_config_lib.ModelConfig:
+  from sftdiff.models import hf_io
   path = pathlib.Path(model_dir) / MODEL_CONFIG
   if not path.exists():
     raise CheckpointNotFoundError(f"{path} is missing (written by sftdiff.train at start)")
   try:
-    return model_config_lib.from_hf_config(json.loads(path.read_text()))
+    return hf_io.from_hf_config(json.loads(path.read_text()))
   except (ValueError, KeyError) as e:
     raise CheckpointNotFoundError(f"{path}: cannot read the model config: {e}") from e
 

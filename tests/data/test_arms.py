@@ -6,7 +6,7 @@ import pytest
 from sftdiff.data import arms
 from sftdiff.data import example_data
 from sftdiff.data import filters
-from sftdiff.data import joined
+from sftdiff.data import store as store_lib
 
 SOURCES = ["alt", "teacher"]
 ALT, TEACHER = 0, 1
@@ -25,7 +25,7 @@ def _columns():
   ids = [r["prompt_id"] for r in recs]
   cols.update(prompt_id=np.array(ids, dtype=object),
               subset=np.array([r["subset"] for r in recs], dtype=object),
-              id_hash=joined.id_hash(ids))
+              id_hash=store_lib.id_hash(ids))
   return cols
 
 
@@ -80,7 +80,7 @@ def test_random_extremes_and_fraction():
   assert (arms.select(arms.Random("teacher", "alt", p=1.0), cols, SOURCES) == TEACHER).all()
   assert (arms.select(arms.Random("teacher", "alt", p=0.0), cols, SOURCES) == ALT).all()
   ids = [f"id{i}" for i in range(20000)]
-  big = {"id_hash": joined.id_hash(ids)}
+  big = {"id_hash": store_lib.id_hash(ids)}
   share = (arms.select(arms.Random("teacher", "alt", p=0.3, seed=5), big,
                        SOURCES) == TEACHER).mean()
   assert abs(share - 0.3) < 0.02  # binomial sd is 0.0032
@@ -91,12 +91,12 @@ def test_random_extremes_and_fraction():
 
 def test_random_is_order_and_size_invariant():
   ids = np.array([f"prompt-{i}" for i in range(500)], dtype=object)
-  full = {"id_hash": joined.id_hash(list(ids))}
+  full = {"id_hash": store_lib.id_hash(list(ids))}
   arm = arms.Random("teacher", "alt", p=0.4, seed=11)
   ref = dict(zip(ids, arms.select(arm, full, SOURCES)))
   rng = np.random.default_rng(0)
   order = rng.permutation(len(ids))[:137]  # shuffled subsample
-  sub = {"id_hash": joined.id_hash(list(ids[order]))}
+  sub = {"id_hash": store_lib.id_hash(list(ids[order]))}
   got = arms.select(arm, sub, SOURCES)
   assert all(ref[p] == c for p, c in zip(ids[order], got))
 

@@ -120,7 +120,7 @@ def test_only_the_completion_is_trained_unless_asked(setup, tmp_path):
 
 @pytest.mark.parametrize("policy", ["fail", "keep", "drop"])
 def test_source_prompt_turns_are_checked_against_the_prompt_set(setup, tmp_path, policy):
-  from sftdiff.data import joined
+  from sftdiff.data import store_build
   d, _ = setup
   with open(d / "src.jsonl") as f:
     rows = [json.loads(line) for line in f]
@@ -134,7 +134,7 @@ def test_source_prompt_turns_are_checked_against_the_prompt_set(setup, tmp_path,
                               sources={"s": "jsonl:src.jsonl"}, data_dir=str(tmp_path),
                               store_dir=str(tmp_path / "store"), prompt_mismatch=policy)
   if policy == "fail":
-    with pytest.raises(joined.CoverageError, match=r"prompt_mismatch='fail'.*\['p4'\]"):
+    with pytest.raises(store_build.CoverageError, match=r"prompt_mismatch='fail'.*\['p4'\]"):
       cfg.build()
     return
   store = cfg.build()

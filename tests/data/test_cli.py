@@ -1,11 +1,9 @@
 """`python -m sftdiff.data` subcommands, run as subprocesses on the example data."""
 
-import importlib
 import json
 import os
 import subprocess
 import sys
-import types
 
 import pytest
 
@@ -91,11 +89,12 @@ def test_errors_exit_cleanly(data_dir):
   assert usage.returncode == 2 and "usage: python -m sftdiff.data" in usage.stderr
 
 
-def test_rollouts_hook_dispatches_lazily(monkeypatch):
-  cli = importlib.import_module("sftdiff.data.__main__")
-  calls = []
-  fake = types.ModuleType("sftdiff.eval.rollouts")
-  fake.main = lambda argv: calls.append(argv)
-  monkeypatch.setitem(sys.modules, "sftdiff.eval.rollouts", fake)
-  cli.main(["sftdiff.data", "rollouts", "extra"])
-  assert calls == [["sftdiff.data", "extra"]]
+def test_old_rollouts_spelling_points_to_the_eval_binary(data_dir):
+  # Rollouts run the sampler, so they live with eval; the data binary must
+  # not import upward into eval (tests/test_import_direction.py).
+  moved = _run(data_dir, "rollouts", ok=False)
+  assert moved.returncode == 2, moved.stderr[-2000:]
+  assert "use `python -m sftdiff.eval rollouts`" in moved.stderr
+  assert "Traceback" not in moved.stderr
+
+

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sftdiff.data import example_data
-from sftdiff.data import joined
+from sftdiff.data import store_build
 from sftdiff.data import records
 from sftdiff.data import sources
 
@@ -202,7 +202,7 @@ def test_empty_prompt_set_under_skip_names_it(tmp_path):
   open(paths["prompts"], "w").close()
   prompts = sources.SourceSpec("prompts", "jsonl", paths["prompts"], role="prompts")
   srcs = [sources.SourceSpec(n, "jsonl", paths[n]) for n in ("alt", "teacher")]
-  with pytest.raises(joined.CoverageError, match=(
+  with pytest.raises(store_build.CoverageError, match=(
       rf"the joined store would be empty \(prompt set jsonl:{paths['prompts']}: "
       r"0 prompts read; jsonl:.*prompts.jsonl: skipped 1 \{'empty_file': 1\}\)")):
-    joined.build_store(prompts, srcs, str(tmp_path / "store"), on_error="skip")
+    store_build.build_store(prompts, srcs, str(tmp_path / "store"), on_error="skip")

@@ -5,7 +5,7 @@ import pytest
 
 from sftdiff.data import example_data
 from sftdiff.data import filters
-from sftdiff.data import joined
+from sftdiff.data import store as store_lib
 
 
 def _records():
@@ -25,7 +25,7 @@ def _columns(recs, stored):
   ids = [r["prompt_id"] for r in recs]
   cols.update(prompt_id=np.array(ids, dtype=object),
               subset=np.array([r["subset"] for r in recs], dtype=object),
-              id_hash=joined.id_hash(ids))
+              id_hash=store_lib.id_hash(ids))
   return cols
 
 

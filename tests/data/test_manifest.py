@@ -6,7 +6,7 @@ import pytest
 from sftdiff.data import arms
 from sftdiff.data import chat
 from sftdiff.data import example_data
-from sftdiff.data import joined
+from sftdiff.data import store_build
 from sftdiff.data import manifest
 from sftdiff.data import sources
 from sftdiff.data import tokenizer as tokenizer_lib
@@ -19,7 +19,7 @@ def store(tmp_path_factory):
   paths = example_data.write_example_rollouts(str(d / "data"))
   prompts = sources.SourceSpec("prompts", "jsonl", paths["prompts"], role="prompts")
   srcs = [sources.SourceSpec(n, "jsonl", paths[n]) for n in ("alt", "teacher")]
-  return joined.build_store(prompts, srcs, str(d / "store"))
+  return store_build.build_store(prompts, srcs, str(d / "store"))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from sftdiff import strict_json
 from sftdiff.data import arms
 from sftdiff.data import chat
 from sftdiff.data import example_data
-from sftdiff.data import joined
+from sftdiff.data import store as store_lib
+from sftdiff.data import store_build
 from sftdiff.data import manifest
 from sftdiff.data import sources
 from sftdiff.data import tokenizer as tokenizer_lib
@@ -47,9 +48,9 @@ def _tokens(tok, store, pids, source):
 def test_empty_teacher_with_fallback_is_counted_as_alt(tmp_path, tok):
   prompts, srcs = _inputs(tmp_path, teacher_ids=())
   with pytest.raises(Exception, match=r"teacher.jsonl: empty file \(no rows\)"):
-    joined.build_store(prompts, srcs, str(tmp_path / "store"),
+    store_build.build_store(prompts, srcs, str(tmp_path / "store"),
                        missing="fallback:alt")
-  store = joined.build_store(prompts, srcs, str(tmp_path / "store"),
+  store = store_build.build_store(prompts, srcs, str(tmp_path / "store"),
                              missing="fallback:alt", on_error="skip")
   assert store.meta["read_reports"]["teacher"]["skipped"] == {"empty_file": 1}
   arm = arms.Source("teacher")
@@ -67,7 +68,7 @@ def test_empty_teacher_with_fallback_is_counted_as_alt(tmp_path, tok):
 def test_partial_teacher_with_fallback_counts_only_the_filled_prompts(tmp_path, tok):
   have = {"p01", "p02", "p07", "p11"}
   prompts, srcs = _inputs(tmp_path, teacher_ids=have)
-  store = joined.build_store(prompts, srcs, str(tmp_path / "store"),
+  store = store_build.build_store(prompts, srcs, str(tmp_path / "store"),
                              missing="fallback:alt")
   cols = store.columns(["prompt_id", "fallback@teacher", "fallback@alt"])
   assert {p for p, f in zip(cols["prompt_id"], cols["fallback@teacher"]) if f} == (
@@ -88,7 +89,7 @@ def test_partial_teacher_with_fallback_counts_only_the_filled_prompts(tmp_path, 
       store.columns(["prompt_id"])["prompt_id"], chosen, store.sources)
   # Without a fallback nothing moves.
   full_prompts, full_srcs = _inputs(tmp_path / "full", set(example_data.PROMPTS))
-  full = joined.build_store(full_prompts, full_srcs, str(tmp_path / "full_store"))
+  full = store_build.build_store(full_prompts, full_srcs, str(tmp_path / "full_store"))
   m = manifest.build_manifest(arm, full, arms.select(arm, full.selection_columns(),
                                                      full.sources))
   assert m["fallback_trained"] == {} and m["counts"]["teacher"]["_total"] == 6
@@ -96,8 +97,8 @@ def test_partial_teacher_with_fallback_counts_only_the_filled_prompts(tmp_path, 
 
 def test_store_meta_and_manifest_are_strict_json(tmp_path):
   prompts, srcs = _inputs(tmp_path, set(example_data.PROMPTS))
-  store = joined.build_store(prompts, srcs, str(tmp_path / "store"))
-  strict_json.load(os.path.join(store.path, joined.META_FILE))
+  store = store_build.build_store(prompts, srcs, str(tmp_path / "store"))
+  strict_json.load(os.path.join(store.path, store_lib.META_FILE))
   arm = arms.Source("alt")
   m = manifest.build_manifest(arm, store, arms.select(arm, store.selection_columns(),
                                                       store.sources))

@@ -48,6 +48,28 @@ def test_errors_surface_through_seqio_with_file_and_line(tmp_path):
   assert len(recs) == 2 and report.skipped == {"unknown_role": 1}
 
 
+def test_registered_file_task_serves_the_streamed_rows(tmp_path):
+  # Users read a file-backed task by name through SeqIO; stream_records reads
+  # the same validated rows directly. Both must agree.
+  path = _jsonl(tmp_path / "alt.jsonl", _rows(5))
+  spec = sources.SourceSpec("alt", "jsonl", path)
+  task = seqio.get_mixture_or_task(sources.register_task(spec))
+  served = [{k: v.decode("utf-8") for k, v in ex.items()} for ex in task.get_dataset(
+      sequence_length=None, split=spec.split, shuffle=False).as_numpy_iterator()]
+  streamed = list(sources.stream_records(spec, decode=False))
+  assert [dict(r, source=spec.name) for r in served] == streamed
+  assert len(served) == 5
+
+
+def test_policy_is_per_call_not_remembered(tmp_path):
+  rows = _rows(3)
+  rows[1]["messages"][1]["role"] = "narrator"
+  spec = sources.SourceSpec("bad", "jsonl", _jsonl(tmp_path / "bad.jsonl", rows))
+  assert len(sources.read_records(spec, on_error="skip")[0]) == 2
+  with pytest.raises(records.DataValidationError, match=r"bad.jsonl:2: "):
+    sources.read_records(spec)  # The earlier 'skip' does not leak into this read.
+
+
 def test_changed_file_registers_a_new_task(tmp_path):
   path = _jsonl(tmp_path / "a.jsonl", _rows(2))
   spec = sources.SourceSpec("a", "jsonl", path)

@@ -1,17 +1,17 @@
-"""The streamed joined-store build: pinned output, coverage, duplicates, chunking,
-and the read side's memory hygiene (one reader per process, nothing big pickled)."""
+"""The joined-store build (`sftdiff.data.store_build`): pinned output, coverage
+policies, fingerprint reuse vs rebuild, duplicates, chunking."""
 
 import json
 import os
-import pickle
-import threading
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from sftdiff.data import example_data
 from sftdiff.data import filters
-from sftdiff.data import joined
+from sftdiff.data import store as store_lib
+from sftdiff.data import store_build
 from sftdiff.data import manifest
 from sftdiff.data import records
 from sftdiff.data import sources
@@ -128,13 +128,13 @@ def inputs(tmp_path):
 def _raw_records(store):
   from array_record.python import array_record_module
   reader = array_record_module.ArrayRecordReader(
-      os.path.join(store.path, joined.RECORDS_FILE))
+      os.path.join(store.path, store_lib.RECORDS_FILE))
   return reader.read(0, reader.num_records())
 
 
 def test_streamed_build_pins_records_index_and_meta(inputs):
   prompts, srcs, store_dir = inputs
-  store = joined.build_store(prompts, srcs, store_dir, missing="fallback:alt",
+  store = store_build.build_store(prompts, srcs, store_dir, missing="fallback:alt",
                              on_error="skip")
   assert _raw_records(store) == EXPECTED_RECORDS
   cols = store.columns()
@@ -158,12 +158,12 @@ def test_streamed_build_pins_records_index_and_meta(inputs):
       "prompt_set": {"id_field": 6},
       "sources": {"alt": {"id_field": 6}, "teacher": {"id_field": 5}}}
   # The fingerprint is the same function of the inputs as before.
-  fp, _ = joined.fingerprint(prompts, srcs, missing="fallback:alt", on_error="skip",
+  fp, _ = store_build.fingerprint(prompts, srcs, missing="fallback:alt", on_error="skip",
                              filters=filters.registered())
   assert m["fingerprint"] == fp and os.path.basename(store.path) == fp
   # Only the store's three files remain: the SQLite spill is gone.
   assert sorted(os.listdir(store.path)) == sorted(
-      [joined.INDEX_FILE, joined.META_FILE, joined.RECORDS_FILE])
+      [store_lib.INDEX_FILE, store_lib.META_FILE, store_lib.RECORDS_FILE])
   assert os.listdir(store_dir) == [fp]
 
 
@@ -177,14 +177,14 @@ def test_duplicate_fails_naming_both_locations(inputs):
   with pytest.raises(records.DataValidationError,
                      match=rf"^{path}:5: duplicate prompt_id 'a4' in 'teacher' "
                      rf"\(first seen at {path}:3\)"):
-    joined.build_store(prompts, srcs, store_dir, missing="fallback:alt")
+    store_build.build_store(prompts, srcs, store_dir, missing="fallback:alt")
   assert os.listdir(store_dir) == []  # The half-built store (and spill) is gone.
 
 
 def test_missing_fail_lists_first_lacking_ids_in_prompt_order(inputs):
   prompts, srcs, store_dir = inputs
-  with pytest.raises(joined.CoverageError) as e:
-    joined.build_store(prompts, srcs, store_dir, on_error="skip")
+  with pytest.raises(store_build.CoverageError) as e:
+    store_build.build_store(prompts, srcs, store_dir, on_error="skip")
   assert "alt: 1 of 6 prompts lack a completion, e.g. ['a3']" in str(e.value)
   assert "teacher: 2 of 6 prompts lack a completion, e.g. ['a2', 'a5']" in str(e.value)
 
@@ -193,8 +193,8 @@ def test_missing_fail_lists_first_lacking_ids_in_prompt_order(inputs):
 def small_chunks(monkeypatch):
   """Chunk sizes small enough that a few hundred rows cross every boundary."""
   monkeypatch.setattr(sources, "_CHUNK", 16)
-  monkeypatch.setattr(joined, "_LABEL_CHUNK", 32)
-  monkeypatch.setattr(joined, "_INDEX_ROW_GROUP", 64)
+  monkeypatch.setattr(store_build, "_LABEL_CHUNK", 32)
+  monkeypatch.setattr(store_build, "_INDEX_ROW_GROUP", 64)
 
 
 def _many(tmp_path, n):
@@ -219,7 +219,7 @@ def _many(tmp_path, n):
 
 def test_build_across_chunks_and_row_groups(tmp_path, small_chunks):
   ids, prompts, pspec, srcs = _many(tmp_path, 300)
-  store = joined.build_store(pspec, srcs, str(tmp_path / "store"),
+  store = store_build.build_store(pspec, srcs, str(tmp_path / "store"),
                              missing="drop_prompt")
   kept = [i for i in range(300) if i % 7 != 3]
   expected = []
@@ -232,14 +232,14 @@ def test_build_across_chunks_and_row_groups(tmp_path, small_chunks):
         "completions": {"alt": [_asst(f"alt {pid}")],
                         "teacher": [_asst(teacher)]}}).encode())
   assert _raw_records(store) == expected
-  index = pq.ParquetFile(os.path.join(store.path, joined.INDEX_FILE))
+  index = pq.ParquetFile(os.path.join(store.path, store_lib.INDEX_FILE))
   assert index.metadata.num_row_groups == 5  # 257 rows, 64 per group
   cols = store.columns()
   assert cols["prompt_id"].tolist() == [ids[i] for i in kept]
   assert cols["label:date_mentions"].tolist() == [i % 5 == 0 for i in kept]
   assert cols["refusal@teacher"].tolist() == [i % 11 == 0 for i in kept]
   assert not cols["refusal@alt"].any()
-  assert (cols["id_hash"] == joined.id_hash([ids[i] for i in kept])).all()
+  assert (cols["id_hash"] == store_lib.id_hash([ids[i] for i in kept])).all()
   assert store.meta["coverage"]["lacking"] == {"alt": 43, "teacher": 0}
   assert store.meta["coverage"]["dropped_prompts"] == 43
   assert store.meta["subset_counts"] == {
@@ -248,11 +248,11 @@ def test_build_across_chunks_and_row_groups(tmp_path, small_chunks):
 
 def test_build_is_independent_of_chunk_sizes(tmp_path, monkeypatch):
   _, _, pspec, srcs = _many(tmp_path, 120)
-  big = joined.build_store(pspec, srcs, str(tmp_path / "big"), missing="drop_prompt")
+  big = store_build.build_store(pspec, srcs, str(tmp_path / "big"), missing="drop_prompt")
   monkeypatch.setattr(sources, "_CHUNK", 8)
-  monkeypatch.setattr(joined, "_LABEL_CHUNK", 16)
-  monkeypatch.setattr(joined, "_INDEX_ROW_GROUP", 32)
-  small = joined.build_store(pspec, srcs, str(tmp_path / "small"),
+  monkeypatch.setattr(store_build, "_LABEL_CHUNK", 16)
+  monkeypatch.setattr(store_build, "_INDEX_ROW_GROUP", 32)
+  small = store_build.build_store(pspec, srcs, str(tmp_path / "small"),
                              missing="drop_prompt")
   assert _raw_records(small) == _raw_records(big)
   assert small.meta == big.meta
@@ -301,58 +301,6 @@ def test_error_deep_in_a_stream_names_its_line(tmp_path, small_chunks):
       pass
 
 
-def test_store_reader_is_opened_once_by_concurrent_threads(inputs, monkeypatch):
-  prompts, srcs, store_dir = inputs
-  built = joined.build_store(prompts, srcs, store_dir, missing="fallback:alt",
-                             on_error="skip")
-  from array_record.python import array_record_module
-  opened = []
-  real = array_record_module.ArrayRecordReader
-
-  def counting(*args, **kwargs):
-    opened.append(threading.get_ident())
-    return real(*args, **kwargs)
-
-  monkeypatch.setattr(array_record_module, "ArrayRecordReader", counting)
-  store = pickle.loads(pickle.dumps(built))  # As a Grain worker gets it.
-  barrier = threading.Barrier(8)
-  got = {}
-
-  def read(k):
-    barrier.wait()
-    got[k] = store[k % len(store)]["prompt_id"]
-
-  threads = [threading.Thread(target=read, args=(k,)) for k in range(8)]
-  for t in threads:
-    t.start()
-  for t in threads:
-    t.join()
-  assert len(opened) == 1
-  assert [got[k] for k in range(8)] == [EXPECTED_INDEX["prompt_id"][k % 5]
-                                        for k in range(8)]
-
-
-def test_pickled_store_carries_no_columns(inputs):
-  prompts, srcs, store_dir = inputs
-  store = joined.build_store(prompts, srcs, store_dir, missing="fallback:alt",
-                             on_error="skip")
-  store.selection_columns()
-  assert set(store.__getstate__()) == {"path", "meta"}
-  clone = pickle.loads(pickle.dumps(store))
-  assert clone._columns == {} and clone._reader is None
-
-
-def test_read_dense_and_sparse_indices(tmp_path):
-  _, _, pspec, srcs = _many(tmp_path, 60)
-  store = joined.build_store(pspec, srcs, str(tmp_path / "store"),
-                             missing="drop_prompt")
-  ids = store.columns(["prompt_id"])["prompt_id"]
-  for idx in ([3, 1, 2, 2], [0, len(store) - 1], [5], []):
-    assert [r["prompt_id"] for r in store.read(idx)] == [ids[i] for i in idx]
-  with pytest.raises(IndexError):
-    store.read([len(store)])
-
-
 def test_selection_hash_in_blocks_equals_one_pass():
   rng = np.random.default_rng(0)
   n = 70_000  # More than one hashing block.
@@ -364,3 +312,123 @@ def test_selection_hash_in_blocks_equals_one_pass():
   one_pass = hashlib.sha256("".join(
       f"{ids[i]}\t{names[chosen[i]]}\n" for i in order).encode()).hexdigest()
   assert manifest.selection_hash(ids, chosen, ["a", "b"]) == one_pass
+
+
+@pytest.fixture()
+def example(tmp_path):
+  paths = example_data.write_example_rollouts(str(tmp_path / "data"))
+  prompts = sources.SourceSpec("prompts", "jsonl", paths["prompts"], role="prompts")
+  srcs = [sources.SourceSpec(n, "jsonl", paths[n]) for n in ("alt", "teacher")]
+  return paths, prompts, srcs, str(tmp_path / "store")
+
+
+def _drop_lines(path, ids):
+  with open(path) as f:
+    rows = [json.loads(l) for l in f]
+  with open(path, "w") as f:
+    for r in rows:
+      if r.get("id", r.get("prompt_id")) not in ids:
+        f.write(json.dumps(r) + "\n")
+
+
+def test_fingerprint_reuse_and_rebuild(example, monkeypatch):
+  paths, prompts, srcs, store_dir = example
+  first = store_build.build_store(prompts, srcs, store_dir)
+
+  def no_reads(*a, **k):
+    raise AssertionError("a cached store must not read its inputs")
+  monkeypatch.setattr(sources, "read_records", no_reads)
+  monkeypatch.setattr(sources, "stream_records", no_reads)
+  again = store_build.build_store(prompts, srcs, store_dir)
+  assert again.path == first.path
+  monkeypatch.undo()
+
+  # A changed input file rebuilds (new fingerprint, new directory).
+  _drop_lines(paths["teacher"], {"p05"})
+  with open(paths["teacher"], "a") as f:
+    f.write(json.dumps({"prompt_id": "p05", "completion": "Changed."}) + "\n")
+  changed = store_build.build_store(prompts, srcs, store_dir)
+  assert changed.path != first.path
+  assert changed[4]["completions"]["teacher"][0]["content"] == "Changed."
+
+  # A new filter (or a new version of one) rebuilds too.
+  filters.register_filter("has_question_mark", version="1")(
+      lambda r: "?" in r["prompt"][-1]["content"])
+  try:
+    labelled = store_build.build_store(prompts, srcs, store_dir)
+    assert labelled.path != changed.path
+    assert "has_question_mark" in labelled.filters
+    mask = filters.mask("has_question_mark", labelled.selection_columns(), [])
+    assert set(labelled.selection_columns()["prompt_id"][mask]) == {
+        "p01", "p05", "p10", "p11"}
+  finally:
+    filters.unregister("has_question_mark")
+  assert sorted(os.listdir(store_dir)) == sorted(
+      os.path.basename(s.path) for s in (first, changed, labelled))
+
+
+def test_missing_fail_reports_coverage(example):
+  paths, prompts, srcs, store_dir = example
+  _drop_lines(paths["teacher"], {"p03", "p09"})
+  with pytest.raises(store_build.CoverageError,
+                     match=r"teacher: 2 of 12 prompts lack a completion, e.g. "
+                     r"\['p03', 'p09'\]"):
+    store_build.build_store(prompts, srcs, store_dir)
+  assert not os.path.exists(store_dir) or not os.listdir(store_dir)
+
+
+def test_missing_drop_prompt_counts(example):
+  paths, prompts, srcs, store_dir = example
+  _drop_lines(paths["teacher"], {"p03", "p09"})
+  _drop_lines(paths["alt"], {"p09", "p10"})
+  store = store_build.build_store(prompts, srcs, store_dir, missing="drop_prompt")
+  assert len(store) == 9
+  assert "p03" not in set(store.columns(["prompt_id"])["prompt_id"])
+  cov = store.meta["coverage"]
+  assert cov["dropped_prompts"] == 3
+  assert cov["lacking"] == {"alt": 2, "teacher": 2}
+
+
+def test_missing_fallback_counts(example):
+  paths, prompts, srcs, store_dir = example
+  _drop_lines(paths["teacher"], {"p03", "p09"})
+  store = store_build.build_store(prompts, srcs, store_dir, missing="fallback:alt")
+  assert len(store) == 12
+  assert store.meta["coverage"]["fallback_filled"] == {"alt": 0, "teacher": 2}
+  assert store[2]["completions"]["teacher"] == store[2]["completions"]["alt"]
+  with pytest.raises(ValueError, match="fallback source 'gpt' is not one"):
+    store_build.build_store(prompts, srcs, store_dir, missing="fallback:gpt")
+  with pytest.raises(ValueError, match="missing='maybe'"):
+    store_build.build_store(prompts, srcs, store_dir, missing="maybe")
+
+
+def test_skips_and_unmatched_counted_in_meta(example):
+  paths, prompts, srcs, store_dir = example
+  with open(paths["teacher"], "a") as f:
+    f.write("{not json\n")
+    f.write(json.dumps({"prompt_id": "p99", "completion": "extra"}) + "\n")
+  with pytest.raises(Exception, match=r"teacher.jsonl:13: malformed JSON"):
+    store_build.build_store(prompts, srcs, store_dir)
+  store = store_build.build_store(prompts, srcs, store_dir, on_error="skip")
+  reports = store.meta["read_reports"]
+  assert reports["teacher"]["skipped"] == {"malformed_json": 1}
+  assert store.meta["coverage"]["unmatched_completions"] == {"alt": 0, "teacher": 1}
+  assert "teacher: skipped 1 rows" in store_lib.coverage_summary(store)
+
+
+def test_labels_file_filter_in_store(example):
+  paths, prompts, srcs, store_dir = example
+  labels = os.path.join(os.path.dirname(paths["prompts"]), "labels.jsonl")
+  with open(labels, "w") as f:
+    for pid in example_data.PROMPTS:
+      f.write(json.dumps({"prompt_id": pid, "label": pid in ("p01", "p12")}) + "\n")
+    f.write(json.dumps({"prompt_id": "zzz", "label": True}) + "\n")
+  filters.register_labels_file("hand_labels", labels, unknown="ignore")
+  try:
+    store = store_build.build_store(prompts, srcs, store_dir)
+    cols = store.selection_columns()
+    assert set(cols["prompt_id"][filters.mask("hand_labels", cols, [])]) == {"p01", "p12"}
+    assert store.meta["filter_checks"]["hand_labels"] == {"unknown_ids": 1,
+                                                          "unlabeled": 0}
+  finally:
+    filters.unregister("hand_labels")

@@ -11,7 +11,7 @@ from sftdiff import gin_utils
 from sftdiff.data import arms
 from sftdiff.data import example_data
 from sftdiff.data import filters
-from sftdiff.data import joined
+from sftdiff.data import store_build
 from sftdiff.data import tokenizer as tokenizer_lib
 from sftdiff.data import train_data
 from sftdiff.testing.tokenizer import write_test_tokenizer
@@ -90,7 +90,7 @@ def test_shards_are_disjoint(setup):
 def test_bad_arm_fails_before_reading_data(setup, monkeypatch):
   def no_build(*a, **k):
     raise AssertionError("store must not be built for a bad arm")
-  monkeypatch.setattr(joined, "build_store", no_build)
+  monkeypatch.setattr(store_build, "build_store", no_build)
   with pytest.raises(arms.ArmError, match="unknown source 'teacher2'"):
     _make(setup, "Patch(base='alt', patch='teacher2', where='roleplay')")
   with pytest.raises(arms.ArmError, match="unknown filter 'dates'"):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from sftdiff.models import config as config_lib
 from sftdiff.models import hf_io
 from sftdiff.models.hf_io import CheckpointFormatError
 from sftdiff.testing.models import tiny_config, write_random_hf_checkpoint
@@ -125,9 +124,9 @@ def test_missing_config_field(ckpt):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_hf_config_round_trip(family):
   cfg = tiny_config(family)
-  d = config_lib.to_hf_config(cfg)
-  assert d["model_type"] == config_lib.FAMILY_TO_HF[family]
-  again = config_lib.from_hf_config(json.loads(json.dumps(d)), dtype=cfg.dtype,
+  d = hf_io.to_hf_config(cfg)
+  assert d["model_type"] == hf_io.FAMILY_TO_HF[family]
+  again = hf_io.from_hf_config(json.loads(json.dumps(d)), dtype=cfg.dtype,
                                     param_dtype=cfg.param_dtype)
   assert again == cfg
 
@@ -140,21 +139,21 @@ def test_hf_config_new_style_rope_parameters():
        "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
                            "full_attention": {"rope_type": "linear", "rope_theta": 100.0,
                                               "factor": 2.0}}}
-  cfg = config_lib.from_hf_config(d)
+  cfg = hf_io.from_hf_config(d)
   assert (cfg.rope_theta, cfg.rope_local_theta) == (100.0, 10.0)
   assert cfg.rope_scaling_dict["rope_type"] == "linear" and cfg.tie_embeddings
   assert cfg.query_pre_attn_scalar == 256 and cfg.norm_offset and cfg.embed_scale
-  with pytest.raises(config_lib.UnsupportedModelError, match=r"rope_type 'longrope'"):
-    config_lib.from_hf_config({**d, "rope_parameters": {"rope_type": "longrope"}})
+  with pytest.raises(hf_io.UnsupportedModelError, match=r"rope_type 'longrope'"):
+    hf_io.from_hf_config({**d, "rope_parameters": {"rope_type": "longrope"}})
 
 
 def test_model_config_validation_names_the_field():
   with pytest.raises(ValueError, match=r"ModelConfig.family='gpt2'"):
-    config_lib.ModelConfig(family="gpt2")
+    hf_io.ModelConfig(family="gpt2")
   with pytest.raises(ValueError, match=r"ModelConfig.layer_types"):
-    config_lib.ModelConfig(num_layers=2, layer_types=["full_attention"])
+    hf_io.ModelConfig(num_layers=2, layer_types=["full_attention"])
   with pytest.raises(ValueError, match=r"sliding_window is not set"):
-    config_lib.ModelConfig(num_layers=1, layer_types=["sliding_attention"])
+    hf_io.ModelConfig(num_layers=1, layer_types=["sliding_attention"])
 
 
 def test_flops_per_token_formula():
