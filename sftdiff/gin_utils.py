@@ -116,6 +116,7 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
   """
   for path in search_paths(gin_search_paths):
     gin.add_config_file_search_path(path)
+  _guard_gin_package_reader()
   try:
     with quiet_gin_file_search():
       gin.parse_config_files_and_bindings(
@@ -140,6 +141,27 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
 
 def _not_gin_search(record: logging.LogRecord) -> bool:
   return record.module != "resource_reader"
+
+
+def _package_file_exists_or_false(exists_fn):
+  """gin's package-resource check for `include 'runs/eval.gin'` imports `runs`
+  as a package; a plain `runs/` folder in the working directory (a study's
+  output, on sys.path under `python -m`) is a namespace package without an
+  origin and the check raises TypeError instead of answering False."""
+  def exists(path):
+    try:
+      return exists_fn(path)
+    except TypeError:
+      return False
+  exists.guarded = True
+  return exists
+
+
+def _guard_gin_package_reader():
+  readers = gin.config._FILE_READERS  # pylint: disable=protected-access
+  for i, (reader, exists_fn) in enumerate(readers):
+    if reader is not open and not getattr(exists_fn, "guarded", False):
+      readers[i] = (reader, _package_file_exists_or_false(exists_fn))
 
 
 @contextlib.contextmanager

@@ -149,3 +149,17 @@ def test_train_binary_requires_the_one_required_macro_list():
   """The trainer and the plan's gin check read the same list."""
   import sftdiff.train.__main__ as train_main
   assert train_main.REQUIRED_MACROS is gin_utils.REQUIRED_MACROS["sftdiff.train"]
+
+
+def test_include_of_runs_file_with_a_runs_output_folder_on_sys_path(tmp_path, monkeypatch):
+  # `make demo` leaves a `runs/` folder; under `python -m` the working
+  # directory is on sys.path, where gin's package reader used to crash on it.
+  (tmp_path / "runs").mkdir()
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  gin.clear_config()
+  try:
+    gin_utils.parse(["runs/calibrate.gin"], [], finalize=False)
+    assert "JUDGE_MODEL" in gin_utils.bound_macros()  # eval.gin, included, was parsed
+  finally:
+    gin.clear_config()
