@@ -24,16 +24,18 @@ import jax.numpy as jnp
 
 
 @gin.configurable(module="sftdiff")
-def loss_vocab_chunk(vocab_size: int, *, chunk: int = 16384,
+def loss_vocab_chunk(vocab_size: int, *, chunk: int = 0,
                      min_vocab_size: int = 65536) -> int:
   """Vocabulary entries per LM-head chunk of the training loss for a model
   with `vocab_size` entries; 0 = the plain full-logits loss.
 
-  Chunked when `vocab_size >= min_vocab_size` (Llama 3, Qwen 3, Gemma 3),
-  where the full logits are the step's largest tensors; small vocabularies
-  (the toy models) keep the plain loss and its exact numbers. Bind
-  `sftdiff.loss_vocab_chunk.chunk = 0` to turn it off, `min_vocab_size = 0`
-  to force it on (docs/real_model.md has the measurements)."""
+  Off by default: the backward pass recomputes the head matmul, about 20%
+  more step FLOPs for Gemma 3 270M at 2 x 256 tokens, and it was not shown to
+  be no slower (docs/real_model.md). Bind `sftdiff.loss_vocab_chunk.chunk =
+  16384` to turn it on for vocabularies of at least `min_vocab_size` (Llama
+  3, Qwen 3, Gemma 3: there the full logits are the step's largest tensors);
+  smaller ones (the toy models) keep the plain loss and its exact numbers.
+  `min_vocab_size = 0` applies it to every model."""
   if chunk < 0:
     raise ValueError(f"sftdiff.loss_vocab_chunk.chunk={chunk} must be >= 0")
   if min_vocab_size < 0:

@@ -102,10 +102,10 @@ def test_bf16_compute_agrees_to_bf16_precision():
   assert float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want)) < 2e-2
 
 
-def test_loss_vocab_chunk_default_is_by_vocabulary_size():
-  assert chunked_loss.loss_vocab_chunk(640) == 0  # toy models: plain loss, same numbers
-  assert chunked_loss.loss_vocab_chunk(262144) > 0  # Gemma 3
-  assert chunked_loss.loss_vocab_chunk(262144, chunk=0) == 0
+def test_loss_vocab_chunk_applies_to_large_vocabularies_only():
+  assert chunked_loss.loss_vocab_chunk(262144) == 0  # off by default
+  assert chunked_loss.loss_vocab_chunk(262144, chunk=16384) == 16384  # Gemma 3
+  assert chunked_loss.loss_vocab_chunk(640, chunk=16384) == 0  # toy models keep the plain loss
   assert chunked_loss.loss_vocab_chunk(640, chunk=64, min_vocab_size=0) == 64
 
 
