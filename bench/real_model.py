@@ -1,5 +1,5 @@
 """Real Gemma 3 270M (converted HF dir) on CPU: one SFT train step's tokens/s
-and peak RSS, sftdiff (plain vs chunked loss) vs transformers (torch,
+and peak RSS, sftdiff (plain vs vocabulary-chunked loss) vs transformers (torch,
 AdamW), and batch-8 greedy decode tokens/s vs `generate`, each in its own
 process so peak RSS is its own. Not a test.
 
@@ -156,7 +156,8 @@ def main():
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--remat", action="store_true")
-  parser.add_argument("--loss_chunk", type=int, default=128)
+  parser.add_argument("--loss_chunk", type=int, default=16384,
+                      help="vocabulary entries per chunk of the sftdiff-chunked side")
   parser.add_argument("--new_tokens", type=int, default=32)
   parser.add_argument("--side", default=None, help="internal: run one side in this process")
   parser.add_argument("--sides", default="sftdiff-plain,sftdiff-chunked,transformers")

@@ -32,14 +32,14 @@ BATCH_AXES = ("batch", "length")
 
 
 def token_loss_sums(model: nn.Module, params, batch,
-                    chunk_length: int = 0) -> tuple[jax.Array, jax.Array]:
+                    vocab_chunk: int = 0) -> tuple[jax.Array, jax.Array]:
   """(sum of masked token cross-entropies, number of trainable tokens), f32.
-  `chunk_length` > 0: the chunked loss (sftdiff/train/chunked_loss.py)."""
-  if chunk_length:
+  `vocab_chunk` > 0: the vocabulary-chunked loss (sftdiff/train/chunked_loss.py)."""
+  if vocab_chunk:
     hidden_BxLxE, _ = model.apply({"params": params}, batch["input_ids"], batch["positions"],
                                   batch["segment_ids"], return_hidden=True)
     losses_BxL = chunked_loss.token_cross_entropies(
-        model.config, params, hidden_BxLxE, batch["target_ids"], chunk_length)
+        model.config, params, hidden_BxLxE, batch["target_ids"], vocab_chunk)
   else:
     logits_BxLxV, _ = model.apply({"params": params}, batch["input_ids"], batch["positions"],
                                   batch["segment_ids"])
@@ -87,10 +87,11 @@ def state_shardings_for(tx: optax.GradientTransformation, params_shardings, abst
 def build(model_cfg, tx: optax.GradientTransformation, schedule, mesh, rules, *,
           microbatches: int = 1, constrain_activations: bool = True,
           loss_chunk: int | None = None) -> StepFunctions:
-  """`loss_chunk`: positions per LM-head slice of the loss (None: gin's
-  `sftdiff.loss_chunk_length`; 0: plain full-logits loss)."""
+  """`loss_chunk`: vocabulary entries per LM-head chunk of the loss (None:
+  gin's `sftdiff.loss_vocab_chunk` for this vocabulary; 0: plain full-logits loss)."""
   model = decoder.Decoder(model_cfg)
-  loss_chunk = chunked_loss.loss_chunk_length() if loss_chunk is None else loss_chunk
+  if loss_chunk is None:
+    loss_chunk = chunked_loss.loss_vocab_chunk(model_cfg.vocab_size)
   p_shardings = param_shardings(model_cfg, mesh, rules)
   abstract_params = jax.eval_shape(lambda: decoder.init_params(model_cfg, jax.random.key(0)))
   s_shardings = state_shardings_for(tx, p_shardings, abstract_params, mesh)
