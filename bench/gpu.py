@@ -87,7 +87,8 @@ def bench_train_ours(args, cfg, batches):
   import jax
   import optax
   from sftdiff.models import decoder
-  from sftdiff.train import partitioning, steps
+  from sftdiff import partitioning
+  from sftdiff.train import steps
 
   pc = partitioning.PartitionConfig(ici_mesh_shape=(1, 1, 1), num_devices=1)
   mesh = partitioning.make_mesh(pc)

@@ -38,7 +38,8 @@ def run_sftdiff(args):
   import jax
   import optax
   from sftdiff.models import hf_io
-  from sftdiff.train import partitioning, steps
+  from sftdiff import partitioning
+  from sftdiff.train import steps
   cfg, params = hf_io.load_hf_checkpoint(args.hf_dir, param_dtype="float32",
                                          dtype=args.dtype, remat=args.remat)
   pc = partitioning.PartitionConfig(ici_mesh_shape=(1, 1, 1), num_devices=1)

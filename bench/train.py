@@ -45,7 +45,8 @@ import optax  # noqa: E402
 
 from sftdiff.models import decoder  # noqa: E402
 from sftdiff.models.config import ModelConfig  # noqa: E402
-from sftdiff.train import metrics, partitioning, steps, synthetic_data  # noqa: E402
+from sftdiff import partitioning  # noqa: E402
+from sftdiff.train import metrics, steps, synthetic_data  # noqa: E402
 
 from _load import LoadGuard  # noqa: E402
 

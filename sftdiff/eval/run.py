@@ -26,7 +26,7 @@ from sftdiff.eval.generators import ApiGenerator, LocalGenerator
 from sftdiff.eval.judge_cache import JudgeCache
 from sftdiff.eval.output_errors import OutputWriteError
 from sftdiff.eval.sampler import SamplerConfig
-from sftdiff.train import partitioning  # registers PartitionConfig with gin
+from sftdiff import partitioning  # registers PartitionConfig with gin
 
 log = logging.getLogger("sftdiff.eval")
 

@@ -12,7 +12,7 @@
 * Temperature / top-p / top-k / max-new-tokens are traced values, so a
   benchmark compiles once per (batch, prompt, generation) bucket.
 * With a mesh, params are sharded by the logical axis rules and the batch over
-  the data axes — the trainer's partitioning module does the mapping.
+  the data axes — sftdiff.partitioning.Partitioner does the mapping.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import functools
 import logging
 from typing import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sftdiff import partitioning
 from sftdiff.eval.types import Completion, Request, SamplingParams
 from sftdiff.models.decoder import Decoder, init_cache, logical_axes
 
@@ -162,15 +162,14 @@ class Sampler:
     self.config = sampler_config or SamplerConfig()
     self.mesh = mesh
     self._batch_multiple = 1
+    self.partitioner = None
     if mesh is not None:
-      from sftdiff.train import partitioning
-      self.rules = partitioning._normalise_rules(rules or partitioning.DEFAULT_RULES)
-      shardings = partitioning.logical_to_sharding(logical_axes(config), mesh, self.rules)
-      params = jax.device_put(params, shardings)
-      self._batch_multiple = partitioning.batch_divisor(mesh, self.rules)
-      self._row_sharding = nn.logical_to_mesh_sharding(
-          jax.sharding.PartitionSpec("batch"), mesh, self.rules)
-      self._tok_sharding = partitioning.batch_sharding(mesh, self.rules)
+      self.partitioner = partitioning.Partitioner(mesh, rules or None)
+      self.rules = self.partitioner.rules
+      params = jax.device_put(params, self.partitioner.sharding(logical_axes(config)))
+      self._batch_multiple = self.partitioner.batch_divisor
+      self._row_sharding = self.partitioner.sharding(jax.sharding.PartitionSpec("batch"))
+      self._tok_sharding = self.partitioner.batch_sharding
     else:
       self.rules = None
       params = jax.device_put(params)
@@ -268,10 +267,9 @@ class Sampler:
 
   def _call_in_context(self, call):
     """Traces under the mesh + logical rules (activation constraints on)."""
-    if self.mesh is None:
+    if self.partitioner is None:
       return call()
-    from sftdiff.train import partitioning
-    with partitioning.tracing_context(self.mesh, self.rules, True):
+    with self.partitioner.context():
       return call()
 
 

@@ -5,7 +5,7 @@ slice topology).
 One JobSet per work unit: a `train` replicated job with one pod per host of
 the slice, every pod running the same command, then an `eval` replicated job
 that starts when training is Complete (`dependsOn`). Each pod learns its place
-from env vars read by `sftdiff.train.partitioning.initialize_distributed`:
+from env vars read by `sftdiff.partitioning.initialize_distributed`:
 `SFTDIFF_COORDINATOR_ADDRESS` (the first pod's stable DNS name, which JobSet
 gives every pod as `<jobset>-<job>-<job index>-<pod index>.<jobset>`),
 `SFTDIFF_NUM_PROCESSES` and `SFTDIFF_PROCESS_ID` (the pod's completion index).

@@ -20,7 +20,7 @@ from sftdiff import cli
 from sftdiff import gin_utils
 # Imported for their gin configurables, so bindings are checked at parse time.
 from sftdiff.train import optim  # pylint: disable=unused-import
-from sftdiff.train import partitioning
+from sftdiff import partitioning
 from sftdiff.train import synthetic_data  # pylint: disable=unused-import
 from sftdiff.train import trainer
 

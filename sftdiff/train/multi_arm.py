@@ -50,7 +50,7 @@ from sftdiff.train import metrics as metrics_lib
 from sftdiff.train import multi_arm_config
 from sftdiff.train import multi_arm_steps
 from sftdiff.train import optim
-from sftdiff.train import partitioning
+from sftdiff import partitioning
 from sftdiff.train import steps
 from sftdiff.train import trainer
 

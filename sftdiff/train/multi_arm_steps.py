@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 
-from sftdiff.train import partitioning
+from sftdiff import partitioning
 from sftdiff.train import steps
 
 

@@ -11,7 +11,6 @@ update as one big batch whatever the tokens per microbatch.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from typing import Any
 
@@ -23,8 +22,8 @@ import optax
 from jax.sharding import NamedSharding
 
 from sftdiff.models import decoder
+from sftdiff import partitioning
 from sftdiff.train import chunked_loss
-from sftdiff.train import partitioning
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +91,13 @@ def build(model_cfg, tx: optax.GradientTransformation, schedule, mesh, rules, *,
   model = decoder.Decoder(model_cfg)
   if loss_chunk is None:
     loss_chunk = chunked_loss.loss_vocab_chunk(model_cfg.vocab_size)
-  p_shardings = param_shardings(model_cfg, mesh, rules)
+  partitioner = partitioning.Partitioner(mesh, rules,
+                                         constrain_activations=constrain_activations)
+  p_shardings = partitioner.sharding(decoder.logical_axes(model_cfg))
   abstract_params = jax.eval_shape(lambda: decoder.init_params(model_cfg, jax.random.key(0)))
   s_shardings = state_shardings_for(tx, p_shardings, abstract_params, mesh)
-  b_sharding = partitioning.batch_sharding(mesh, rules)
-  replicated = partitioning.replicated(mesh)
+  b_sharding = partitioner.batch_sharding
+  replicated = partitioner.replicated
   grad_fn = jax.value_and_grad(lambda p, b: token_loss_sums(model, p, b, loss_chunk),
                                has_aux=True)
 
@@ -132,30 +133,17 @@ def build(model_cfg, tx: optax.GradientTransformation, schedule, mesh, rules, *,
 
   batch_shardings = {k: b_sharding for k in
                      ("input_ids", "target_ids", "loss_mask", "segment_ids", "positions")}
-  context = functools.partial(partitioning.tracing_context, mesh, rules,
-                              constrain_activations)
-  jit_init = jax.jit(init_state, in_shardings=(p_shardings,), out_shardings=s_shardings)
+  # Traced under the mesh + rules, so the model's activation constraints apply.
+  jit_init = partitioner.jit(init_state, in_shardings=(p_shardings,), out_shardings=s_shardings)
   # The old state is donated: updated in place. (orbax copies a state to host
   # before `save` returns, so an async save never reads a donated buffer.)
-  jit_train = jax.jit(train_step, in_shardings=(s_shardings, batch_shardings),
-                      out_shardings=(s_shardings, replicated), donate_argnums=(0,))
-  jit_eval = jax.jit(eval_step, in_shardings=(p_shardings, batch_shardings),
-                     out_shardings=(replicated, replicated))
-  return StepFunctions(
-      init_state=_in_context(jit_init, context),
-      train_step=_in_context(jit_train, context),
-      eval_step=_in_context(jit_eval, context),
-      state_shardings=s_shardings, param_shardings=p_shardings, batch_sharding=b_sharding)
-
-
-def _in_context(fn, context):
-  """Calls (and on first call traces) `fn` with the logical rules active and,
-  unless `constrain_activations=False`, the mesh too, so the model's
-  activation constraints apply."""
-  def wrapped(*args):
-    with context():
-      return fn(*args)
-  return wrapped
+  jit_train = partitioner.jit(train_step, in_shardings=(s_shardings, batch_shardings),
+                              out_shardings=(s_shardings, replicated), donate_argnums=(0,))
+  jit_eval = partitioner.jit(eval_step, in_shardings=(p_shardings, batch_shardings),
+                             out_shardings=(replicated, replicated))
+  return StepFunctions(init_state=jit_init, train_step=jit_train, eval_step=jit_eval,
+                       state_shardings=s_shardings, param_shardings=p_shardings,
+                       batch_sharding=b_sharding)
 
 
 def abstract_state(shardings, shapes):

@@ -30,7 +30,7 @@ from sftdiff.models import config as model_config_lib
 from sftdiff.train import checkpoints
 from sftdiff.train import metrics as metrics_lib
 from sftdiff.train import optim
-from sftdiff.train import partitioning
+from sftdiff import partitioning
 from sftdiff.train import steps
 
 log = logging.getLogger(__name__)

@@ -152,7 +152,7 @@ def test_bucketing_bounds_compiles(llama):
 def test_sharded_over_mesh_matches_single_device(llama):
   model = llama
   _, cfg, params, tok = model
-  from sftdiff.train import partitioning
+  from sftdiff import partitioning
   mesh = partitioning.make_mesh(partitioning.PartitionConfig(ici_mesh_shape=(4, 1, 2)))
   greedy = SamplingParams(max_new_tokens=MAX_NEW, temperature=0.0)
   sharded = Sampler(cfg, params, tok, mesh=mesh)

@@ -155,7 +155,7 @@ def test_forward_traced_under_mesh_with_trainer_rules_applies_constraints():
   """jax.set_mesh + the trainer's logical rules (as the trainer and sampler
   trace): multi-dimensional q/k/v/o kernels must not break tracing, the
   activation constraints must reach the jaxpr and HLO, and logits match."""
-  from sftdiff.train import partitioning
+  from sftdiff import partitioning
   cfg = tiny_config("qwen3", attention_bias=True)  # head QK-norm and q/k/v/o biases
   params = decoder.init_params(cfg, jax.random.PRNGKey(0))
   tokens = jnp.arange(32).reshape(4, 8) % cfg.vocab_size

@@ -8,7 +8,8 @@ import pytest
 
 from sftdiff.models import decoder
 from sftdiff.testing.models import tiny_config
-from sftdiff.train import optim, partitioning, steps, synthetic_data
+from sftdiff import partitioning
+from sftdiff.train import optim, steps, synthetic_data
 
 
 def test_schedule_warmup_then_cosine_to_end():

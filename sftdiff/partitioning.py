@@ -1,22 +1,30 @@
 """Mesh, logical axis rules and shardings (T5X-style partitioning).
 
-The logical axis rules (bound in gin) are the only bridge between the model's
-logical names (`batch, length, embed, mlp, heads, kv_heads, head_dim, kv,
-vocab`) and the physical mesh `(data, fsdp, tensor)`; no code here names a
-model axis.
+The logical axis rules (gin/runs/logical_axis_rules.gin, the one list) are the
+only bridge between the model's logical names (`batch, length, embed, mlp,
+heads, kv_heads, head_dim, kv, vocab`) and the physical mesh
+`(data, fsdp, tensor)`; no code here names a model axis.
+
+`Partitioner(mesh, rules)` carries the pair: `.sharding(logical_axes)` turns a
+tree of logical PartitionSpecs into NamedShardings, and `.jit(fn, ...)` returns
+a jitted function that runs (and traces) with the mesh and rules active, so
+the model's activation constraints apply (T5X's PjitPartitioner and
+PjittedFnWithContext). The trainer and the sampler both use it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import gin
+from gin import config_parser
 import jax
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -25,24 +33,14 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MESH_AXES = ("data", "fsdp", "tensor")
-
-# Default rules; gin/runs/sft.gin binds the same list so users can edit it.
-DEFAULT_RULES = (
-    ("batch", ("data", "fsdp")),
-    ("length", None),
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("head_dim", None),
-    ("kv", None),
-    ("vocab", "tensor"),
-)
+RULES_GIN_FILE = "runs/logical_axis_rules.gin"
+_RULES_BINDING = "partitioning.PartitionConfig.logical_axis_rules"
 
 Rules = Sequence[tuple[str, Any]]
 
 
-def _normalise_rules(rules: Rules) -> tuple[tuple[str, Any], ...]:
+def normalise_rules(rules: Rules) -> tuple[tuple[str, Any], ...]:
+  """Validated rules as tuples; raises ValueError naming the bad rule."""
   out = []
   for i, rule in enumerate(rules):
     if len(rule) != 2 or not isinstance(rule[0], str):
@@ -60,6 +58,22 @@ def _normalise_rules(rules: Rules) -> tuple[tuple[str, Any], ...]:
   return tuple(out)
 
 
+@functools.cache
+def default_rules() -> tuple[tuple[str, Any], ...]:
+  """The rules bound in gin/runs/logical_axis_rules.gin (the one list), read
+  without touching gin's global config; for code that runs without gin."""
+  from sftdiff import gin_utils  # JAX-free; only for the gin directory
+  path = gin_utils.GIN_DIR / RULES_GIN_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: the logical axis rules file is missing "
+                            f"(sftdiff's gin/ directory is not installed)")
+  for statement in config_parser.ConfigParser(path.read_text(), None):
+    if isinstance(statement, config_parser.BindingStatement) and \
+        f"{statement.selector}.{statement.arg_name}".endswith(_RULES_BINDING):
+      return normalise_rules(statement.value)
+  raise ValueError(f"{path}: no `{_RULES_BINDING} = [...]` binding")
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class PartitionConfig:
@@ -69,17 +83,20 @@ class PartitionConfig:
     takes the remaining devices.
   dcn_mesh_shape: (data, fsdp, tensor) across slices (multi-slice); None for
     a single slice.
-  logical_axis_rules: logical name -> mesh axis (or tuple, or None).
+  logical_axis_rules: logical name -> mesh axis (or tuple, or None); None:
+    the list in gin/runs/logical_axis_rules.gin.
   num_devices: use only the first N devices (None: all); for small runs.
   """
   ici_mesh_shape: Sequence[int] = (-1, 1, 1)
   dcn_mesh_shape: Sequence[int] | None = None
-  logical_axis_rules: Rules = DEFAULT_RULES
+  logical_axis_rules: Rules | None = None
   num_devices: int | None = None
 
   @property
   def rules(self):
-    return _normalise_rules(self.logical_axis_rules)
+    if self.logical_axis_rules is None:
+      return default_rules()
+    return normalise_rules(self.logical_axis_rules)
 
 
 def _resolve_shape(shape: Sequence[int], num_devices: int, what: str) -> tuple[int, ...]:
@@ -170,6 +187,70 @@ def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding,
     shape = (global_batch_size, *value.shape[1:])
     out[name] = jax.make_array_from_process_local_data(sharding, value, shape)
   return out
+
+
+class Partitioner:
+  """A mesh and its logical axis rules, travelling together.
+
+  `rules=None`: the one list (gin/runs/logical_axis_rules.gin).
+  `constrain_activations=False`: trace with the rules but without the mesh,
+  so the model's activation constraints are no-ops and XLA propagates
+  shardings from the jit's in/out shardings alone.
+  """
+
+  def __init__(self, mesh: Mesh, rules: Rules | None = None, *,
+               constrain_activations: bool = True):
+    self.mesh = mesh
+    self.rules = default_rules() if rules is None else normalise_rules(rules)
+    self.constrain_activations = constrain_activations
+
+  @classmethod
+  def from_config(cls, config: PartitionConfig,
+                  devices: Sequence[jax.Device] | None = None, **kwargs) -> Partitioner:
+    return cls(make_mesh(config, devices), config.rules, **kwargs)
+
+  def sharding(self, logical_axes):
+    """A PartitionSpec (or tree of them) of logical names -> NamedSharding(s)."""
+    return logical_to_sharding(logical_axes, self.mesh, self.rules)
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return replicated(self.mesh)
+
+  @property
+  def batch_sharding(self) -> NamedSharding:
+    return batch_sharding(self.mesh, self.rules)
+
+  @property
+  def batch_divisor(self) -> int:
+    return batch_divisor(self.mesh, self.rules)
+
+  def context(self):
+    return tracing_context(self.mesh, self.rules, self.constrain_activations)
+
+  def jit(self, fn: Callable, in_shardings=None, out_shardings=None,
+          donate_argnums: Sequence[int] = (), **jit_kwargs) -> JittedWithContext:
+    jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
+                     donate_argnums=tuple(donate_argnums), **jit_kwargs)
+    return JittedWithContext(jitted, self)
+
+
+class JittedWithContext:
+  """A jitted function that is called, traced and lowered under its
+  partitioner's mesh and rules (T5X's PjittedFnWithContext)."""
+
+  def __init__(self, jitted, partitioner: Partitioner):
+    self._jitted = jitted
+    self.partitioner = partitioner
+    functools.update_wrapper(self, jitted)
+
+  def __call__(self, *args, **kwargs):
+    with self.partitioner.context():
+      return self._jitted(*args, **kwargs)
+
+  def lower(self, *args, **kwargs):
+    with self.partitioner.context():
+      return self._jitted.lower(*args, **kwargs)
 
 
 @gin.configurable
