@@ -26,7 +26,7 @@ SHARED_SETTINGS = ("train_steps", "batch_size", "seq_len", "microbatches", "mode
                    "partition_config", "constrain_activations")
 # Configurables whose bindings shape the step too (optimiser, loss).
 SHARED_CONFIGURABLES = ("optim.make_optimizer", "optim.learning_rate_schedule",
-                        "optim.weight_decay_mask", "sftdiff.loss_chunk_length")
+                        "optim.weight_decay_mask", "sftdiff.loss_vocab_chunk")
 
 
 @dataclasses.dataclass(frozen=True)
