@@ -49,3 +49,13 @@ def function_task():
           dataset_fn, splits=["train"]), output_features={})
     return f"seqio:{name}/train"
   return register
+
+
+@pytest.fixture()
+def example(tmp_path):
+  """The example rollouts as (paths, prompts spec, source specs, store dir)."""
+  from sftdiff.data import example_data, sources
+  paths = example_data.write_example_rollouts(str(tmp_path / "data"))
+  prompts = sources.SourceSpec("prompts", "jsonl", paths["prompts"], role="prompts")
+  srcs = [sources.SourceSpec(n, "jsonl", paths[n]) for n in ("alt", "teacher")]
+  return paths, prompts, srcs, str(tmp_path / "store")

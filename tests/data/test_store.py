@@ -8,17 +8,8 @@ import pytest
 
 from sftdiff.data import example_data
 from sftdiff.data import filters
-from sftdiff.data import sources
 from sftdiff.data import store as store_lib
 from sftdiff.data import store_build
-
-
-@pytest.fixture()
-def example(tmp_path):
-  paths = example_data.write_example_rollouts(str(tmp_path / "data"))
-  prompts = sources.SourceSpec("prompts", "jsonl", paths["prompts"], role="prompts")
-  srcs = [sources.SourceSpec(n, "jsonl", paths[n]) for n in ("alt", "teacher")]
-  return paths, prompts, srcs, str(tmp_path / "store")
 
 
 def test_build_and_random_access(example):

@@ -314,14 +314,6 @@ def test_selection_hash_in_blocks_equals_one_pass():
   assert manifest.selection_hash(ids, chosen, ["a", "b"]) == one_pass
 
 
-@pytest.fixture()
-def example(tmp_path):
-  paths = example_data.write_example_rollouts(str(tmp_path / "data"))
-  prompts = sources.SourceSpec("prompts", "jsonl", paths["prompts"], role="prompts")
-  srcs = [sources.SourceSpec(n, "jsonl", paths[n]) for n in ("alt", "teacher")]
-  return paths, prompts, srcs, str(tmp_path / "store")
-
-
 def _drop_lines(path, ids):
   with open(path) as f:
     rows = [json.loads(l) for l in f]
