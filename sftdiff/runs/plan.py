@@ -10,6 +10,13 @@ Identical runs (same `RunSpec.content_key()`: base, prompts, arm, seed,
 steps, every override) train once: `dedupe` points them at one model dir and
 `build_plan` makes one work unit for it, naming every arm that uses it.
 
+With `multi_arm=MultiArmGrouping(max_arms=N)` (N > 1), units whose runs
+differ only in ARM, SEED and MODEL_DIR (`groups.group_key`) share one train
+job, `python -m sftdiff.train.multi_arm` with the shared flags and one
+`--arm=` per run (`TrainGroup`); each unit's own eval follows it. Every unit
+keeps its single-arm `train` job too: what the group runs for that arm, and
+what a local resume runs when the group cannot restart as one.
+
 Gin overrides are merged in levels (`merge_levels`): a later level replaces
 an earlier binding of the same NAME; one level binding a NAME twice with
 different values is a conflict.
@@ -23,6 +30,8 @@ from typing import Any, Iterable, Sequence
 
 from sftdiff import gin_utils
 from sftdiff import layout
+from sftdiff.runs import groups as groups_lib
+from sftdiff.runs.groups import MULTI_ARM_MODULE, MultiArmGrouping
 from sftdiff.runs.spec import PlanError, RunSpec
 
 TRAIN_MODULE = "sftdiff.train"
@@ -69,6 +78,16 @@ def shell_quote(arg: str) -> str:
   return quoted
 
 
+def binding_args(bindings: Iterable[tuple[str, str]]) -> list[str]:
+  return [f"--gin.{k}={v}" for k, v in bindings]
+
+
+def arm_flag(own_args: Sequence[str]) -> str:
+  """One arm's own train flags as the multi-arm trainer's `--arm=` value
+  (it `shlex.split`s it back into exactly these tokens)."""
+  return "--arm=" + " ".join(shell_quote(a) for a in own_args)
+
+
 def gin_list(names: Sequence[str]) -> str:
   return "[" + ", ".join(repr(n) for n in names) + "]"
 
@@ -83,11 +102,12 @@ class Job:
   bindings: Bindings
   resources: Any = None
   env: Bindings = ()
+  flags: tuple[str, ...] = ()   # the binary's own flags, after the gin ones
 
   def args(self) -> list[str]:
     """Flags only (no interpreter/module); each element is one argv token."""
     return ([f"--gin_file={f}" for f in self.gin_files] +
-            [f"--gin.{k}={v}" for k, v in self.bindings])
+            binding_args(self.bindings) + list(self.flags))
 
   def argv(self, python: str = "python") -> list[str]:
     """What every executor runs."""
@@ -157,9 +177,38 @@ class WorkUnit:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainGroup:
+  """One train job and the work units it trains: one unit (its own
+  `sftdiff.train` job) or several (one `sftdiff.train.multi_arm` process
+  training each unit's run as one arm). Each unit's eval follows it."""
+  train: Job
+  units: tuple[WorkUnit, ...]
+
+  @property
+  def name(self) -> str:
+    first = self.units[0].name
+    return first if len(self.units) == 1 else f"{first}+{len(self.units) - 1}"
+
+  @property
+  def is_multi_arm(self) -> bool:
+    return len(self.units) > 1
+
+
+@dataclasses.dataclass(frozen=True)
 class LaunchPlan:
+  """`work_units` in plan order; `groups` cover them, each unit in exactly one,
+  and are what every executor runs (train job, then the units' evals)."""
   title: str
   work_units: tuple[WorkUnit, ...]
+  groups: tuple[TrainGroup, ...] = ()
+
+  def __post_init__(self):
+    if not self.groups:  # one job per unit
+      object.__setattr__(self, "groups", tuple(
+          TrainGroup(train=wu.train, units=(wu,)) for wu in self.work_units))
+
+  def group_of(self, wu: WorkUnit) -> TrainGroup:
+    return next(g for g in self.groups if wu in g.units)
 
 
 def dedupe(runs: Sequence[RunSpec]) -> list[RunSpec]:
@@ -184,9 +233,12 @@ def build_plan(runs: Sequence[RunSpec], *, title: str,
                eval_steps: str = "final",
                gin_search_paths: Sequence[str] | None = None,
                train_module: str = TRAIN_MODULE,
-               eval_module: str = EVAL_MODULE) -> LaunchPlan:
+               eval_module: str = EVAL_MODULE,
+               multi_arm: MultiArmGrouping | None = None,
+               multi_arm_module: str = MULTI_ARM_MODULE) -> LaunchPlan:
   """One work unit per distinct run (see `dedupe`), eval after train when
-  `run_eval`. With `gin_search_paths`, relative gin files become absolute
+  `run_eval`; units grouped into multi-arm train jobs by `multi_arm`. With
+  `gin_search_paths`, relative gin files become absolute
   (`gin_utils.resolve_gin_files`), as a local executor needs."""
   if not runs:
     raise PlanError("the plan has no runs")
@@ -229,26 +281,46 @@ def build_plan(runs: Sequence[RunSpec], *, title: str,
           resources=eval_resources or resources, env=env)
     units.append(WorkUnit(run=run, train=train, eval=evaluation,
                           eval_steps=eval_steps, runs=tuple(same)))
-  return LaunchPlan(title=title, work_units=tuple(units))
+  train_groups = []
+  max_arms = multi_arm.max_arms if multi_arm else 1
+  for members in groups_lib.group(units, lambda wu: groups_lib.group_key(wu.run),
+                                  max_arms):
+    if len(members) == 1:
+      train_groups.append(TrainGroup(train=members[0].train, units=tuple(members)))
+      continue
+    run = members[0].run
+    own = [binding_args(wu.run.bindings()[:len(PLAN_MACROS)]) for wu in members]
+    train = Job(name="train", module=multi_arm_module, gin_files=resolved(run.gin_files),
+                bindings=merge_levels([(run.name, run.overrides)]),
+                resources=resources, env=env,
+                flags=(*groups_lib.trainer_flags(multi_arm),
+                       *(arm_flag(a) for a in own)))
+    train_groups.append(TrainGroup(train=train, units=tuple(members)))
+  return LaunchPlan(title=title, work_units=tuple(units), groups=tuple(train_groups))
 
 
 def format_commands(plan: LaunchPlan, python: str = "python") -> str:
   """Every job's exact command line, as a runnable shell script."""
   lines = ["#!/usr/bin/env bash", f"# {plan.title}", "set -euo pipefail"]
-  for wu in plan.work_units:
-    also = f" (also {', '.join(wu.aliases)})" if wu.aliases else ""
-    lines.append(f"# {wu.name}{also}")
-    lines.append(wu.train.command_line(python))
-    if wu.eval:
-      lines.append(wu.eval.command_line(python))
+  for group in plan.groups:
+    names = [wu.name + (f" (also {', '.join(wu.aliases)})" if wu.aliases else "")
+             for wu in group.units]
+    lines.append(f"# {', '.join(names)}" + (" (one multi-arm process)"
+                                             if group.is_multi_arm else ""))
+    lines.append(group.train.command_line(python))
+    for wu in group.units:
+      if wu.eval:
+        lines.append(wu.eval.command_line(python))
   return "\n".join(lines) + "\n"
 
 
 def plan_to_json(plan: LaunchPlan, python: str = "python") -> list[dict]:
-  """The plan as JSON-able records: each unit's runs and exact argv."""
+  """The plan as JSON-able records: each unit's runs and exact argv
+  (`train_argv`: the job that trains it, shared by its `train_group`)."""
   return [{"work_unit": wu.name, "runs": [r.name for r in wu.runs],
            "arm": wu.run.arm, "model_dir": wu.model_dir,
            "eval_steps": wu.eval_steps,
-           "train_argv": wu.train.argv(python),
+           "train_group": plan.group_of(wu).name,
+           "train_argv": plan.group_of(wu).train.argv(python),
            "eval_argv": wu.eval.argv(python) if wu.eval else None}
           for wu in plan.work_units]

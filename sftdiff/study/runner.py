@@ -1,14 +1,22 @@
-"""The local study runner: executes a run plan's work units in subprocesses.
+"""The local study runner: executes a run plan in subprocesses.
 
-Each work unit is a chain `train → eval`, each stage exactly the plan's
-`Job.argv(python)` (`sftdiff.runs.plan`, the argv XManager and JobSet run
-too); `parallelism` chains run at once (threads
-that each wait on one subprocess). A stage whose outputs exist is skipped
-(`stages.py`), so re-running a finished or half-finished study redoes nothing
-complete. Every subprocess launch is appended to
-`<study_dir>/logs/launches.jsonl`; every stage writes its log beside the run
-(`<model_dir>/{train,eval}.log`). A failing stage is reported with its log
-path and tail and the other runs go on.
+The plan's train groups (`sftdiff.runs.plan.TrainGroup`: one run, or several
+sharing one multi-arm process) each run their train job, then every unit's
+eval job, each exactly the plan's `Job.argv(python)` (the argv XManager and
+JobSet run too). `parallelism` jobs run at once (threads that each wait on
+one subprocess); a ready eval goes before the next training. A stage whose
+outputs exist is skipped (`stages.py`), so re-running a finished or
+half-finished study redoes nothing complete: a group is pending while any
+member is untrained; it reruns as planned when all its members are at one
+common checkpoint (fresh, or stopped together by SIGTERM), else each
+untrained member resumes with its own single-arm train job (loop-mode
+multi-arm training is bit-identical to it).
+
+Every subprocess launch is appended to `<study_dir>/logs/launches.jsonl`;
+every stage writes its log beside the run (`runs/<arm>/seed<k>.{train,eval}.log`;
+a grouped job's log is its first member's, and the others' point to it). A
+failing job is reported per run it trained, with its log path and tail, and
+the other runs go on.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from typing import Callable, Mapping, Sequence
 import tqdm
 
 from sftdiff import strict_json
-from sftdiff.runs.plan import LaunchPlan, WorkUnit
+from sftdiff import layout
+from sftdiff.runs.plan import Job, LaunchPlan, TrainGroup, WorkUnit
 from sftdiff.runs.spec import RunSpec
 from sftdiff.study import stages
 
@@ -76,8 +85,23 @@ def _tail(path: str, lines: int = 15) -> str:
     return ""
 
 
+@dataclasses.dataclass
+class _Task:
+  """One subprocess to run: a train job (for `units`) or one unit's eval."""
+  stage: str
+  job: Job
+  units: tuple[WorkUnit, ...]
+  after: "_Task | None" = None   # the train task an eval waits for
+  state: str = "waiting"          # waiting | running | done | failed
+
+  @property
+  def label(self) -> str:
+    first = self.units[0].run.name
+    return first if len(self.units) == 1 else f"{first} (+{len(self.units) - 1} arms)"
+
+
 class LocalRunner:
-  """Runs a plan's work units locally with bounded parallelism.
+  """Runs a plan's jobs locally with bounded parallelism.
 
   `benchmarks` are those the plan's eval jobs bind (BENCHMARKS): with them
   the runner tells an evaluated unit from one still to evaluate."""
@@ -88,6 +112,7 @@ class LocalRunner:
                log: Callable[[str], None] | None = None):
     if parallelism < 1:
       raise ValueError(f"parallelism must be >= 1, got {parallelism}")
+    self.plan = plan
     self.units = list(plan.work_units)
     self.study_dir = study_dir
     self.benchmarks = list(benchmarks)
@@ -116,16 +141,50 @@ class LocalRunner:
         out.append((wu, todo))
     return out
 
+  def _train_tasks(self, group: TrainGroup, untrained: list[WorkUnit]) -> list[_Task]:
+    """The group's own job if it can restart as one, else one per member."""
+    if not untrained:
+      return []
+    together = (len(untrained) == len(group.units) and len({
+        tuple(layout.committed_steps(wu.model_dir)[-1:]) for wu in group.units}) == 1)
+    if together:
+      return [_Task("train", group.train, group.units)]
+    return [_Task("train", wu.train, (wu,)) for wu in untrained]
+
+  def tasks(self) -> list[_Task]:
+    """Every job left to run, in plan order (evals point at their training)."""
+    todo = dict((wu.name, stage_list) for wu, stage_list in self.pending())
+    out = []
+    for group in self.plan.groups:
+      untrained = [wu for wu in group.units if "train" in todo.get(wu.name, ())]
+      trains = self._train_tasks(group, untrained)
+      out += trains
+      for wu in group.units:
+        if "eval" in todo.get(wu.name, ()):
+          after = next((t for t in trains if wu in t.units), None)
+          out.append(_Task("eval", wu.eval, (wu,), after))
+    return out
+
   # ------------------------------------------------------------ execution
 
-  def _launch(self, spec: RunSpec, stage: str, cmd: list[str]) -> int:
-    log_path = stages.log_path(spec, stage)
+  def _launch(self, task: _Task) -> tuple[int, str]:
+    cmd = task.job.argv(self.python)
+    log_path = stages.log_path(task.units[0].run, task.stage)
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    record = {"time": time.time(), "run": task.units[0].run.name, "stage": task.stage,
+              "cmd": cmd, "log": log_path}
+    if len(task.units) > 1:
+      record["runs"] = [wu.run.name for wu in task.units]
+      record["model_dirs"] = [wu.model_dir for wu in task.units]
     with self._lock:
       os.makedirs(os.path.dirname(self.launch_log), exist_ok=True)
       with open(self.launch_log, "a") as f:
-        f.write(strict_json.dumps({"time": time.time(), "run": spec.name, "stage": stage,
-                            "cmd": cmd, "log": log_path}) + "\n")
+        f.write(strict_json.dumps(record) + "\n")
+    for wu in task.units[1:]:
+      other = stages.log_path(wu.run, task.stage)
+      os.makedirs(os.path.dirname(other), exist_ok=True)
+      with open(other, "a") as f:
+        f.write(f"trained in one process with {task.units[0].run.name}: log {log_path}\n")
     with open(log_path, "a") as log:
       log.write(f"$ {' '.join(cmd)}\n")
       log.flush()
@@ -134,7 +193,7 @@ class LocalRunner:
       with self._lock:
         self._children.add(proc)
       try:
-        return proc.wait()
+        return proc.wait(), log_path
       finally:
         with self._lock:
           self._children.discard(proc)
@@ -152,74 +211,118 @@ class LocalRunner:
       except subprocess.TimeoutExpired:
         proc.kill()
 
-  def _stage(self, wu: WorkUnit, stage: str) -> Failure | None:
-    spec = wu.run
-    job = wu.train if stage == "train" else wu.eval
-    rc = self._launch(spec, stage, job.argv(self.python))
-    log = stages.log_path(spec, stage)
+  def _run_task(self, task: _Task) -> list[Failure]:
+    """Runs one job; a failure for each run it did not finish."""
+    rc, log = self._launch(task)
+    if task.stage == "train":
+      together = (f" (one multi-arm job for {len(task.units)} runs)"
+                  if len(task.units) > 1 else "")
+      if rc != 0:
+        return [Failure(wu.run.name, "train", f"exit status {rc}{together}", log)
+                for wu in task.units]
+      return [Failure(wu.run.name, "train", "trainer exited 0 but wrote no checkpoint "
+                      f"{stages.final_checkpoint(wu.run)}{together}", log)
+              for wu in task.units if not stages.train_done(wu.run)]
+    (wu,) = task.units
     if rc != 0:
-      return Failure(spec.name, stage, f"exit status {rc}", log)
-    if stage == "train" and not stages.train_done(spec):
-      return Failure(spec.name, stage, "trainer exited 0 but wrote no checkpoint "
-                     f"{stages.final_checkpoint(spec)}", log)
-    if stage == "eval":
-      missing = stages.missing_metrics(spec, self.benchmarks, wu.eval_steps)
-      if missing:
-        return Failure(spec.name, stage, f"eval exited 0 but left no metrics for "
-                       f"{sorted({b for _, b in missing})} (e.g. {missing[0][0]})",
-                       log)
-    return None
+      return [Failure(wu.run.name, "eval", f"exit status {rc}", log)]
+    missing = stages.missing_metrics(wu.run, self.benchmarks, wu.eval_steps)
+    if missing:
+      return [Failure(wu.run.name, "eval", f"eval exited 0 but left no metrics for "
+                      f"{sorted({b for _, b in missing})} (e.g. {missing[0][0]})", log)]
+    return []
 
   def run(self) -> RunnerResult:
     result = RunnerResult()
     pending = self.pending()
     result.skipped = len(self.units) - len(pending)
-    total = sum(len(todo) for _, todo in pending)
+    tasks = self.tasks()
     if result.skipped:
       self._log(f"study: {result.skipped}/{len(self.units)} runs already complete "
                 "(final checkpoint and metrics present); skipping them")
-    if not total:
+    if not tasks:
       return result
-    bar = tqdm.tqdm(total=total, desc="study", unit="stage", file=sys.stderr,
+    bar = tqdm.tqdm(total=len(tasks), desc="study", unit="stage", file=sys.stderr,
                     dynamic_ncols=True, mininterval=1.0,
                     disable=None)  # the bar only on a terminal; log lines always
     active: dict[str, str] = {}
+    changed = threading.Condition(self._lock)
     progress = {"done": 0}  # counted here: a disabled bar does not count
     start = time.time()
 
-    def chain(wu: WorkUnit, todo: list[str]) -> list[Failure]:
-      spec = wu.run
-      for i, stage in enumerate(todo):
+    def finish(task: _Task, failed_runs: set[str]) -> None:
+      """Under the lock: `task` ended; evals of runs it failed are dropped."""
+      task.state = "failed" if failed_runs else "done"
+      ended = [task]
+      for t in tasks:
+        if (t.after is task and t.state == "waiting"
+            and t.units[0].run.name in failed_runs):
+          t.state = "failed"
+          ended.append(t)
+      bar.update(len(ended))
+      progress["done"] += len(ended)
+      changed.notify_all()
+
+    def next_task() -> _Task | None:
+      """Under the lock: a ready eval first, else the next training; None
+      when nothing is left (waits while only blocked tasks remain)."""
+      while True:
+        waiting = [t for t in tasks if t.state == "waiting"]
+        if not waiting:
+          return None
+        # (an eval still waiting after its training failed is of a run it trained)
+        ready = [t for t in waiting if t.after is None or t.after.state in ("done", "failed")]
+        if ready:
+          task = min(ready, key=lambda t: t.stage != "eval")
+          task.state = "running"
+          return task
+        changed.wait()
+
+    failures: dict[int, list[Failure]] = {}
+
+    def worker() -> None:
+      while True:
         with self._lock:
-          active[spec.name] = stage
+          task = next_task()
+          if task is None:
+            return
+          active[task.label] = task.stage
           bar.set_postfix_str(", ".join(f"{s}:{n}" for n, s in sorted(active.items())))
           result.launches += 1
-        self._log(f"[{stage}] {spec.name} started (log: {stages.log_path(spec, stage)})")
+        log_path = stages.log_path(task.units[0].run, task.stage)
+        self._log(f"[{task.stage}] {task.label} started (log: {log_path})")
         t0 = time.time()
-        failure = self._stage(wu, stage)
+        try:
+          failed = self._run_task(task)
+        except BaseException:
+          with self._lock:
+            finish(task, {wu.run.name for wu in task.units})
+          raise
         with self._lock:
-          active.pop(spec.name, None)
-          step = len(todo) - i if failure else 1
-          bar.update(step)
-          progress["done"] += step
+          failures[tasks.index(task)] = failed
+          active.pop(task.label, None)
+          finish(task, {f.run for f in failed})
           done = progress["done"]
-          eta = (time.time() - start) / max(done, 1) * (total - done)
-        if failure:
-          self._log(f"[{stage}] {spec.name} FAILED ({failure.error}); log: "
+          eta = (time.time() - start) / max(done, 1) * (len(tasks) - done)
+        for failure in failed:
+          self._log(f"[{task.stage}] {failure.run} FAILED ({failure.error}); log: "
                     f"{failure.log}\n{_tail(failure.log)}")
-          return [failure]
-        self._log(f"[{stage}] {spec.name} done in {time.time() - t0:.0f}s "
-                  f"({done}/{total} stages; ETA {eta / 60:.1f} min)")
-      return []
+        if not failed:
+          self._log(f"[{task.stage}] {task.label} done in {time.time() - t0:.0f}s "
+                    f"({done}/{len(tasks)} stages; ETA {eta / 60:.1f} min)")
 
     pool = concurrent.futures.ThreadPoolExecutor(self.parallelism)
-    futures = [pool.submit(chain, wu, todo) for wu, todo in pending]
+    futures = [pool.submit(worker) for _ in range(self.parallelism)]
     try:
       for fut in futures:
-        result.failures += fut.result()
+        fut.result()
+      result.failures = [f for i in sorted(failures) for f in failures[i]]
     except BaseException:  # Ctrl-C / SIGTERM: do not leave trainers behind
-      for fut in futures:
-        fut.cancel()
+      with self._lock:
+        for t in tasks:
+          if t.state == "waiting":
+            t.state = "failed"
+        changed.notify_all()
       self._stop_children()
       raise
     finally:
