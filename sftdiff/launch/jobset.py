@@ -2,9 +2,12 @@
 Kubernetes executor cannot express (it launches single-pod Jobs with no TPU
 slice topology).
 
-One JobSet per work unit: a `train` replicated job with one pod per host of
-the slice, every pod running the same command, then an `eval` replicated job
-that starts when training is Complete (`dependsOn`). Each pod learns its place
+One JobSet per train group (one run, or several arms trained by one
+multi-arm process): a `train` replicated job with one pod per host of the
+slice, every pod running the same command, then an `eval` replicated job per
+run (`eval`, or `eval-<i>` in a group) that starts when training is Complete
+(`dependsOn`); a group's evals ask for the slice at once and the scheduler
+runs them as chips free up. Each pod learns its place
 from env vars read by `sftdiff.partitioning.initialize_distributed`:
 `SFTDIFF_COORDINATOR_ADDRESS` (the first pod's stable DNS name, which JobSet
 gives every pod as `<jobset>-<job>-<job index>-<pod index>.<jobset>`),
@@ -23,7 +26,7 @@ from typing import Mapping, Sequence
 
 import yaml
 
-from sftdiff.launch.plan import Job, LaunchConfigError, LaunchPlan, WorkUnit
+from sftdiff.launch.plan import Job, LaunchConfigError, LaunchPlan, TrainGroup
 from sftdiff.runs.resources import GKE_TPU_LABELS, Resources
 
 API_VERSION = "jobset.x-k8s.io/v1alpha2"
@@ -51,11 +54,11 @@ def _pod_dns(jobset: str, job: str, pod: int) -> str:
 
 
 def _container(job: Job, jobset: str, *, image: str, python: str,
-               secret_env: Mapping[str, tuple[str, str]]) -> dict:
+               secret_env: Mapping[str, tuple[str, str]], name: str) -> dict:
   hosts = job.resources.num_hosts
   env = [{"name": k, "value": v} for k, v in job.env]
   if hosts > 1:
-    coordinator = f"{_pod_dns(jobset, job.name, 0)}:{COORDINATOR_PORT}"
+    coordinator = f"{_pod_dns(jobset, name, 0)}:{COORDINATOR_PORT}"
     index = {"valueFrom": {"fieldRef": {"fieldPath": _COMPLETION_INDEX}}}
     env += [
         {"name": "SFTDIFF_COORDINATOR_ADDRESS", "value": coordinator},
@@ -68,7 +71,7 @@ def _container(job: Job, jobset: str, *, image: str, python: str,
         "name": secret, "key": key}}})
   resources = _k8s_resources(job.resources)
   container = {
-      "name": job.name,
+      "name": name,
       "image": image,
       # argv, not a shell line: gin strings reach the binary verbatim.
       "command": job.argv(python),
@@ -100,13 +103,13 @@ def _k8s_resources(r: Resources) -> dict:
 
 def _replicated_job(job: Job, jobset: str, *, image: str, python: str,
                     secret_env: Mapping[str, tuple[str, str]],
-                    depends_on: str | None) -> dict:
+                    depends_on: str | None, name: str) -> dict:
   r = job.resources
   hosts = r.num_hosts
   pod_spec = {
       "restartPolicy": "Never",
       "containers": [_container(job, jobset, image=image, python=python,
-                                secret_env=secret_env)],
+                                secret_env=secret_env, name=name)],
   }
   if r.is_tpu_slice:
     pod_spec["nodeSelector"] = {
@@ -114,7 +117,7 @@ def _replicated_job(job: Job, jobset: str, *, image: str, python: str,
         "cloud.google.com/gke-tpu-topology": r.tpu_topology,
     }
   replicated = {
-      "name": job.name,
+      "name": name,
       "replicas": 1,
       "template": {"spec": {
           "parallelism": hosts,
@@ -129,17 +132,32 @@ def _replicated_job(job: Job, jobset: str, *, image: str, python: str,
   return replicated
 
 
-def jobset_manifest(wu: WorkUnit, *, experiment: str, image: str,
+def jobset_manifest(group: TrainGroup, *, experiment: str, image: str,
                     python: str = "python", max_restarts: int = 3,
                     secret_env: Mapping[str, tuple[str, str]] | None = None) -> dict:
-  """The JobSet (as a dict) running one work unit: train, then eval."""
-  name = k8s_name(f"{experiment}-{wu.name}")
+  """The JobSet (as a dict) running one train group: train, then each eval."""
+  wu = group.units[0]
+  name = k8s_name(f"{experiment}-{group.name}")
   secret_env = secret_env or {}
-  jobs = [_replicated_job(wu.train, name, image=image, python=python,
-                          secret_env=secret_env, depends_on=None)]
-  if wu.eval is not None:
-    jobs.append(_replicated_job(wu.eval, name, image=image, python=python,
-                                secret_env=secret_env, depends_on=wu.train.name))
+  train = group.train
+  jobs = [_replicated_job(train, name, image=image, python=python,
+                          secret_env=secret_env, depends_on=None, name=train.name)]
+  for i, unit in enumerate(group.units):
+    if unit.eval is not None:
+      eval_name = unit.eval.name if not group.is_multi_arm else f"{unit.eval.name}-{i}"
+      jobs.append(_replicated_job(unit.eval, name, image=image, python=python,
+                                  secret_env=secret_env, depends_on=train.name,
+                                  name=eval_name))
+  annotations = {
+      # One slice (node pool) per JobSet.
+      "alpha.jobset.sigs.k8s.io/exclusive-topology": "cloud.google.com/gke-nodepool",
+      "sftdiff/arm": wu.run.arm,
+      "sftdiff/model-dir": wu.model_dir,
+      "sftdiff/tensorboard-dir": wu.tensorboard_dir,
+  }
+  if group.is_multi_arm:  # every run the multi-arm job trains, eval-<i> order
+    annotations["sftdiff/runs"] = ",".join(u.run.name for u in group.units)
+    annotations["sftdiff/model-dirs"] = ",".join(u.model_dir for u in group.units)
   return {
       "apiVersion": API_VERSION,
       "kind": "JobSet",
@@ -148,14 +166,7 @@ def jobset_manifest(wu: WorkUnit, *, experiment: str, image: str,
           "labels": {"sftdiff/experiment": k8s_name(experiment, max_len=63),
                      "sftdiff/arm": k8s_name(wu.run.arm_name, max_len=63),
                      "sftdiff/seed": str(wu.run.seed)},
-          "annotations": {
-              # One slice (node pool) per JobSet.
-              "alpha.jobset.sigs.k8s.io/exclusive-topology":
-                  "cloud.google.com/gke-nodepool",
-              "sftdiff/arm": wu.run.arm,
-              "sftdiff/model-dir": wu.model_dir,
-              "sftdiff/tensorboard-dir": wu.tensorboard_dir,
-          },
+          "annotations": annotations,
       },
       "spec": {
           # Preempted slices restart; the trainer resumes from its checkpoint.
@@ -167,9 +178,9 @@ def jobset_manifest(wu: WorkUnit, *, experiment: str, image: str,
 
 
 def render(plan: LaunchPlan, **kwargs) -> str:
-  """Every work unit's JobSet as one multi-document YAML file."""
-  docs = [jobset_manifest(wu, experiment=plan.title, **kwargs)
-          for wu in plan.work_units]
+  """Every train group's JobSet as one multi-document YAML file."""
+  docs = [jobset_manifest(group, experiment=plan.title, **kwargs)
+          for group in plan.groups]
   names = [d["metadata"]["name"] for d in docs]
   dupes = sorted({n for n in names if names.count(n) > 1})
   if dupes:

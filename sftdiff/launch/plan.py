@@ -20,10 +20,11 @@ import os
 import re
 from typing import Iterable, Mapping, Sequence
 
-from sftdiff.runs.plan import (EVAL_GIN_FILES, EVAL_MODULE, EVAL_STEPS, PLAN_MACROS,  # noqa: F401  re-exported
+from sftdiff.runs.plan import (EVAL_GIN_FILES, EVAL_MODULE, EVAL_STEPS, MULTI_ARM_MODULE, PLAN_MACROS,  # noqa: F401  re-exported
                                TRAIN_GIN_FILES, TRAIN_MODULE, Bindings, Job,
-                               LaunchPlan, WorkUnit, build_plan, dedupe,
-                               format_commands, gin_list, merge_levels, shell_quote)
+                               LaunchPlan, MultiArmGrouping, TrainGroup, WorkUnit,
+                               build_plan, dedupe, format_commands, gin_list,
+                               merge_levels, shell_quote)
 from sftdiff.runs.spec import PlanError, RunSpec, runs_from_json, runs_to_json  # noqa: F401
 
 LaunchConfigError = PlanError  # the launcher's name for the plan's errors
@@ -148,16 +149,22 @@ def apply_overrides(runs: Sequence[RunSpec], common: Sequence[tuple[str, str]],
 
 
 def format_table(plan: LaunchPlan) -> str:
-  """The plan as an aligned text table, one row per work unit."""
-  header = ("work unit", "ARM", "overrides", "model dir", "resources", "eval")
+  """The plan as an aligned text table, one row per work unit (with
+  multi-arm jobs, `trained by`: the job that trains it)."""
+  grouped = any(g.is_multi_arm for g in plan.groups)
+  header = ("work unit", "ARM", "overrides", "model dir", "resources", "eval",
+            *(("trained by",) if grouped else ()))
   rows = [header]
   for wu in plan.work_units:
     overrides = " ".join(f"{k}={v}" for k, v in wu.run.overrides) or "-"
+    group = plan.group_of(wu)
     rows.append((wu.name, wu.run.arm, overrides, wu.model_dir,
                  wu.train.resources.describe() if wu.train.resources else "-",
-                 "yes" if wu.eval else "no"))
+                 "yes" if wu.eval else "no",
+                 *((group.name if group.is_multi_arm else "-",) if grouped else ())))
   widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-  lines = [f"experiment: {plan.title} ({len(plan.work_units)} work units)"]
+  jobs = f", {len(plan.groups)} train jobs" if grouped else ""
+  lines = [f"experiment: {plan.title} ({len(plan.work_units)} work units{jobs})"]
   for i, row in enumerate(rows):
     lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     if i == 0:

@@ -1,5 +1,6 @@
-"""A launch plan as XManager work units: one per arm × seed for training and,
-when it finishes, one for its evaluation. Works with any `xm.Experiment`
+"""A launch plan as XManager work units: one per train group (one run, or
+several arms in one multi-arm process) for training and, when it finishes,
+one per run for its evaluation. Works with any `xm.Experiment`
 (`xm_local.create_experiment`, `xm_mock.MockExperiment` in tests).
 
 Executors: `local` runs `python -m <binary>` with this interpreter through
@@ -20,7 +21,7 @@ from typing import Any, Callable
 from xmanager import xm
 from xmanager import xm_local
 
-from sftdiff.launch.plan import Job, LaunchPlan, WorkUnit
+from sftdiff.launch.plan import Job, LaunchPlan, TrainGroup, WorkUnit
 from sftdiff.runs.resources import GPUS, Resources
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -127,11 +128,18 @@ def packageable(module: str, resources: Resources, options: ExecutorOptions,
   raise ValueError(f"no XManager packaging for --executor={options.executor}")
 
 
-def work_unit_args(wu: WorkUnit, stage: str) -> dict[str, Any]:
-  """Metadata shown per work unit (not passed to the binary)."""
-  return {"name": f"{wu.name}-{stage}", "arm": wu.run.arm_name, "seed": wu.run.seed,
+def work_unit_args(wu: WorkUnit, stage: str, group: TrainGroup | None = None
+                   ) -> dict[str, Any]:
+  """Metadata shown per work unit (not passed to the binary); a multi-arm
+  train unit lists every run it trains."""
+  args = {"name": f"{wu.name}-{stage}", "arm": wu.run.arm_name, "seed": wu.run.seed,
           "stage": stage, "model_dir": wu.model_dir,
           "tensorboard_dir": wu.tensorboard_dir}
+  if group is not None and group.is_multi_arm:
+    args.update(name=f"{group.name}-{stage}",
+                runs=[u.run.name for u in group.units],
+                model_dirs=[u.model_dir for u in group.units])
+  return args
 
 
 def _generator(job: xm.Job) -> Callable:
@@ -164,39 +172,48 @@ class UnitOutcome:
 
 async def launch(experiment: xm.Experiment, plan: LaunchPlan,
                  options: ExecutorOptions) -> list[UnitOutcome]:
-  """Adds the plan's work units to an entered experiment; for each run the
-  eval unit is added once training has completed. One run failing does not
-  stop the others; its outcome carries the error."""
-  first = plan.work_units[0]
-  modules = {first.train.module: first.train}
-  if first.eval is not None:
-    modules[first.eval.module] = first.eval
+  """Adds the plan's train groups to an entered experiment; each run's eval
+  unit is added once its group's training has completed. One group failing
+  does not stop the others; the outcome of each run it trains carries the
+  error."""
+  modules: dict[str, Job] = {}
+  for group in plan.groups:
+    for job in (group.train, *(wu.eval for wu in group.units)):
+      if job is not None:
+        modules.setdefault(job.module, job)
   with tempfile.TemporaryDirectory() as staging:
     source_dir = stage_source(staging) if options.executor == "vertex" else None
     executables = dict(zip(modules, experiment.package(
         [packageable(m, job.resources, options, source_dir)
          for m, job in modules.items()])))
 
-  def xm_job(wu: WorkUnit, job: Job) -> xm.Job:
+  def xm_job(name: str, job: Job, tensorboard_dir: str) -> xm.Job:
     return xm.Job(executable=executables[job.module],
-                  executor=make_executor(job.resources, options, wu.tensorboard_dir),
-                  name=f"{wu.name}-{job.name}", args=job.args(),
+                  executor=make_executor(job.resources, options, tensorboard_dir),
+                  name=f"{name}-{job.name}", args=job.args(),
                   env_vars=dict(job.env))
 
-  async def run(wu: WorkUnit) -> UnitOutcome:
-    stage = "train"
+  async def evaluate(wu: WorkUnit) -> UnitOutcome:
     try:
-      unit = await experiment.add(_generator(xm_job(wu, wu.train)),
-                                  args=work_unit_args(wu, stage))
       if wu.eval is not None:
+        unit = await experiment.add(_generator(xm_job(wu.name, wu.eval, wu.tensorboard_dir)),
+                                    args=work_unit_args(wu, "eval"))
         await unit.wait_until_complete()
-        stage = "eval"
-        unit = await experiment.add(_generator(xm_job(wu, wu.eval)),
-                                    args=work_unit_args(wu, stage))
-      await unit.wait_until_complete()
     except Exception as e:  # pylint: disable=broad-except
-      return UnitOutcome(wu.name, e, stage)
+      return UnitOutcome(wu.name, e, "eval")
     return UnitOutcome(wu.name)
 
+  async def run(group: TrainGroup) -> list[UnitOutcome]:
+    first = group.units[0]
+    try:
+      unit = await experiment.add(
+          _generator(xm_job(group.name, group.train, first.tensorboard_dir)),
+          args=work_unit_args(first, "train", group))
+      await unit.wait_until_complete()
+    except Exception as e:  # pylint: disable=broad-except
+      return [UnitOutcome(wu.name, e, "train") for wu in group.units]
+    return list(await asyncio.gather(*(evaluate(wu) for wu in group.units)))
+
   attach_artifacts(experiment, plan)
-  return list(await asyncio.gather(*(run(wu) for wu in plan.work_units)))
+  outcomes = await asyncio.gather(*(run(g) for g in plan.groups))
+  return [o for group_outcomes in outcomes for o in group_outcomes]

@@ -81,6 +81,20 @@ _TRAIN_MODULE = flags.DEFINE_string("train_module", plan_lib.TRAIN_MODULE,
                                     "Module run with python -m for training.")
 _EVAL_MODULE = flags.DEFINE_string("eval_module", plan_lib.EVAL_MODULE,
                                    "Module run with python -m for eval.")
+# Several arms per training process (sftdiff.runs.groups.MultiArmGrouping).
+_MULTI_ARM_MAX = flags.DEFINE_integer(
+    "multi_arm_max", None, "Train up to this many runs that differ only in arm and "
+    "seed in one process (python -m sftdiff.train.multi_arm); 1: one process per "
+    "run (default: the study's MultiArmGrouping.max_arms, else 1).")
+_MULTI_ARM_MODE = flags.DEFINE_enum(
+    "multi_arm_mode", None, ["auto", "loop", "vmap"], "The multi-arm trainer's mode "
+    "(default: the study's MultiArmGrouping.mode, else auto: loop on CPU, vmap on "
+    "accelerators).")
+_MULTI_ARM_AXIS = flags.DEFINE_string(
+    "multi_arm_axis", None, "vmap: the mesh axis the arms map onto (e.g. data); "
+    "every group's arm count must divide over it.")
+_MULTI_ARM_MODULE = flags.DEFINE_string("multi_arm_module", plan_lib.MULTI_ARM_MODULE,
+                                        "Module run with python -m for multi-arm training.")
 _CHECK_GIN = flags.DEFINE_bool("check_gin", True, "Parse every job's gin "
                                "before launching.")
 # Executor specifics.
@@ -131,10 +145,11 @@ def _runs_from_study():
   try:
     study = study_lib.load_study(_STUDY_GIN_FILES.value, bindings,
                                  flags.FLAGS.gin_search_paths)
+    grouping = plan_lib.MultiArmGrouping()  # as the study gin binds it
     runs = study_lib.expand(study, study_lib.catalog_for(study))
   except study_lib.StudyConfigError as e:
     raise plan_lib.LaunchConfigError(f"--study_gin_file: {e}") from None
-  return runs, study
+  return runs, study, grouping
 
 
 def _collect_runs():
@@ -143,7 +158,7 @@ def _collect_runs():
     raise plan_lib.LaunchConfigError(
         "give exactly one of --arm (with --root_dir), --runs_json or "
         "--study_gin_file")
-  study = None
+  study, grouping = None, None
   if _ARMS.value:
     if not _ROOT_DIR.value:
       raise plan_lib.LaunchConfigError("--arm needs --root_dir")
@@ -167,12 +182,22 @@ def _collect_runs():
       raise plan_lib.LaunchConfigError(f"--runs_json: {e}") from None
     runs = plan_lib.runs_from_json(text, source=_RUNS_JSON.value)
   else:
-    runs, study = _runs_from_study()
-  return runs, study
+    runs, study, grouping = _runs_from_study()
+  return runs, study, grouping
+
+
+def _grouping(study_grouping) -> plan_lib.MultiArmGrouping:
+  """The flags over the study's MultiArmGrouping (or the defaults)."""
+  base = study_grouping or plan_lib.MultiArmGrouping(max_arms=1, mode="auto",
+                                                     arm_axis=None)
+  return plan_lib.MultiArmGrouping(
+      max_arms=base.max_arms if _MULTI_ARM_MAX.value is None else _MULTI_ARM_MAX.value,
+      mode=_MULTI_ARM_MODE.value or base.mode,
+      arm_axis=_MULTI_ARM_AXIS.value or base.arm_axis)
 
 
 def make_plan() -> plan_lib.LaunchPlan:
-  runs, study = _collect_runs()
+  runs, study, study_grouping = _collect_runs()
   runs = plan_lib.select_arms(runs, _ONLY_ARMS.value)
   plan_lib.check_arm_specs(runs)
   common = _bindings(flags.FLAGS.gin_bindings, "--gin")
@@ -208,7 +233,9 @@ def make_plan() -> plan_lib.LaunchPlan:
       gin_search_paths=(flags.FLAGS.gin_search_paths
                         if _EXECUTOR.value == "local" else None),
       train_module=_TRAIN_MODULE.value,
-      eval_module=_EVAL_MODULE.value)
+      eval_module=_EVAL_MODULE.value,
+      multi_arm=_grouping(study_grouping),
+      multi_arm_module=_MULTI_ARM_MODULE.value)
 
 
 def _study_eval_overrides(study):
@@ -247,7 +274,7 @@ def _launch_gke(plan) -> int:
     return 0
   out = _JOBSET_OUT.value or f"{jobset.k8s_name(plan.title, max_len=63)}.jobset.yaml"
   _write(out, text)
-  print(f"wrote {len(plan.work_units)} JobSet(s) to {out}; apply with:\n"
+  print(f"wrote {len(plan.groups)} JobSet(s) to {out}; apply with:\n"
         f"  kubectl apply -f {out}")
   if _GKE_APPLY.value:
     return subprocess.call(["kubectl", "apply", "-f", out])

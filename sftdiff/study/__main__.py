@@ -71,7 +71,7 @@ def _teacher_scores(study: StudyConfig, prepared) -> dict:
   return out
 
 
-def _launch_xm(study: StudyConfig, specs) -> int:
+def _launch_xm(study: StudyConfig, specs, grouping: plan_lib.MultiArmGrouping) -> int:
   """Hands the expanded runs to the XManager launcher (one work unit each);
   it builds the same plan (`sftdiff.runs.plan`) from them."""
   path = os.path.join(study.study_dir, "runs.json")
@@ -79,6 +79,8 @@ def _launch_xm(study: StudyConfig, specs) -> int:
     f.write(runs_to_json(specs))
   cmd = [sys.executable, "-m", "sftdiff.launch",
          f"--runs_json={path}", f"--title={study.name}",
+         f"--multi_arm_max={grouping.max_arms}", f"--multi_arm_mode={grouping.mode}",
+         *([f"--multi_arm_axis={grouping.arm_axis}"] if grouping.arm_axis else []),
          f"--benchmarks={','.join(study.benchmarks)}",
          f"--eval_steps={study.eval_steps}",
          *[f"--eval_gin_file={g}" for g in study.eval_gin_files],
@@ -89,16 +91,26 @@ def _launch_xm(study: StudyConfig, specs) -> int:
   return subprocess.call(cmd)
 
 
-def make_plan(study: StudyConfig, specs) -> plan_lib.LaunchPlan:
+def multi_arm_grouping() -> plan_lib.MultiArmGrouping:
+  """The study gin's `MultiArmGrouping` (default: one process per run)."""
+  try:
+    return plan_lib.MultiArmGrouping()
+  except PlanError as e:
+    raise expand_lib.StudyConfigError(str(e)) from None
+
+
+def make_plan(study: StudyConfig, specs,
+              grouping: plan_lib.MultiArmGrouping) -> plan_lib.LaunchPlan:
   """The study's run plan: the one the local runner executes and the
-  launcher rebuilds from the same runs. Identical runs train once."""
+  launcher rebuilds from the same runs. Identical runs train once; runs
+  differing only in arm and seed share a process per `grouping`."""
   try:
     return plan_lib.build_plan(
         plan_lib.dedupe(specs), title=study.name,
         eval_gin_files=study.eval_gin_files,
         eval_overrides=[(k, gin_literal(v)) for k, v in study.eval_overrides.items()],
         benchmarks=study.benchmarks, eval_steps=study.eval_steps,
-        gin_search_paths=flags.FLAGS.gin_search_paths)
+        gin_search_paths=flags.FLAGS.gin_search_paths, multi_arm=grouping)
   except PlanError as e:
     raise expand_lib.StudyConfigError(f"StudyConfig: {e}") from None
 
@@ -135,6 +147,7 @@ def main(argv):
   gin_utils.parse_from_flags(finalize=False, known_macros=["STUDY_DIR"])
   gin_utils.require_macros(gin_utils.REQUIRED_MACROS["sftdiff.study"])
   study = StudyConfig()
+  grouping = multi_arm_grouping()  # read now: checking the runs' gin clears gin
   started = time.time()
   expand_lib.check_static(study)  # names/seeds/traits: fail before any build
   operative = gin.config_str()
@@ -145,7 +158,7 @@ def main(argv):
   if planned is not None:
     defs = expand_lib.validate(study, planned)
     specs = expand_lib.specs_for(study, defs, planned)
-    check_runs_gin(study, make_plan(study, specs))
+    check_runs_gin(study, make_plan(study, specs, grouping))
     if _DRY_RUN.value:
       _print_plan(study, defs, specs)
       return 0
@@ -156,13 +169,13 @@ def main(argv):
   prepared = catalog_lib.prepare(study, log=_log)
   defs = expand_lib.validate(study, prepared.catalog)
   specs = plan_lib.dedupe(expand_lib.specs_for(study, defs, prepared.catalog))
-  plan = make_plan(study, specs)
+  plan = make_plan(study, specs, grouping)
   if planned is None:
     check_runs_gin(study, plan)
   strict_json.dump(plan_lib.plan_to_json(plan, python=sys.executable),
                    os.path.join(study.study_dir, "plan.json"))
   _log(f"study '{study.name}': {len(defs)} arms × seeds = {len(specs)} runs, "
-       f"{len(plan.work_units)} distinct trainings "
+       f"{len(plan.work_units)} distinct trainings in {len(plan.groups)} train jobs "
        f"(plan: {os.path.join(study.study_dir, 'plan.json')})")
   for wu in plan.work_units:
     if wu.aliases:
@@ -172,7 +185,7 @@ def main(argv):
     _print_plan(study, defs, specs)
     return 0
   if _LAUNCHER.value == "xm" and not _REPORT_ONLY.value:
-    return _launch_xm(study, specs)
+    return _launch_xm(study, specs, grouping)
 
   failures = []
   if not _REPORT_ONLY.value:

@@ -6,17 +6,23 @@ train writes two committed steps, `MODEL_DIR/checkpoints/<TRAIN_STEPS // 2>/`
 and `.../<TRAIN_STEPS>/`, and `MODEL_DIR/macros.json`;
 eval (given CHECKPOINT_DIR: a step dir, or a model dir for every step) fails
 unless that checkpoint exists, then writes `CHECKPOINT_DIR/eval/macros.json`.
+Given `--arm=` flags it stands for `sftdiff.train.multi_arm`: it trains each
+arm as above, under the shared gin flags followed by the arm's own.
 Both append their argv to `$FAKE_BINARY_ARGV_LOG` (JSON lines) when it is set.
 """
 
 import json
 import os
+import shlex
 import sys
 
+from absl import flags
 import gin
 
 from sftdiff import gin_utils
 from sftdiff import layout
+from sftdiff.train import multi_arm_config
+
 
 _MACROS = ("ARM", "SEED", "MODEL_DIR", "TRAIN_STEPS", "INITIAL_CHECKPOINT",
            "LEARNING_RATE", "CHECKPOINT_DIR", "BENCHMARKS")
@@ -42,6 +48,15 @@ def _record():
 
 def main(argv):
   del argv
+  if flags.FLAGS.arm:
+    for i, own in enumerate(flags.FLAGS.arm):
+      _, bindings, _ = multi_arm_config.split_train_args(shlex.split(own), f"arm {i}")
+      gin.clear_config()
+      gin_utils.parse(flags.FLAGS.gin_file, [*flags.FLAGS.gin_bindings, *bindings],
+                      flags.FLAGS.gin_search_paths)
+      _train(_macros())
+    _record()
+    return 0
   gin_utils.parse_from_flags()
   macros = _macros()
   if "CHECKPOINT_DIR" in macros:
@@ -53,22 +68,32 @@ def main(argv):
       return 1
     out_dir = layout.eval_dir(ckpt)
   else:
-    gin_utils.require_macros(["MODEL_DIR", "ARM", "SEED", "TRAIN_STEPS"])
-    out_dir = macros["MODEL_DIR"]
-    steps = int(macros["TRAIN_STEPS"])
-    for step in sorted({steps // 2, steps} - {0}):
-      step_dir = layout.step_dir(out_dir, step)
-      os.makedirs(step_dir, exist_ok=True)
-      for name in ("params", layout.COMMIT_MARKERS[0]):
-        with open(os.path.join(step_dir, name), "w") as f:
-          f.write("stand-in")
+    _train(macros)
+    _record()
+    return 0
+  _write_macros(out_dir, macros)
+  _write_metrics(step_dirs, macros.get("BENCHMARKS") or ())
+  _record()
+  return 0
+
+
+def _train(macros):
+  gin_utils.require_macros(["MODEL_DIR", "ARM", "SEED", "TRAIN_STEPS"])
+  out_dir = macros["MODEL_DIR"]
+  steps = int(macros["TRAIN_STEPS"])
+  for step in sorted({steps // 2, steps} - {0}):
+    step_dir = layout.step_dir(out_dir, step)
+    os.makedirs(step_dir, exist_ok=True)
+    for name in ("params", layout.COMMIT_MARKERS[0]):
+      with open(os.path.join(step_dir, name), "w") as f:
+        f.write("stand-in")
+  _write_macros(out_dir, macros)
+
+
+def _write_macros(out_dir, macros):
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "macros.json"), "w") as f:
     json.dump(macros, f)
-  if "CHECKPOINT_DIR" in macros:
-    _write_metrics(step_dirs, macros.get("BENCHMARKS") or ())
-  _record()
-  return 0
 
 
 def _write_metrics(step_dirs, benchmarks):
@@ -82,4 +107,8 @@ def _write_metrics(step_dirs, benchmarks):
 
 
 if __name__ == "__main__":
+  # Defined only when run: the launcher imports this module to check gin, and
+  # has an --arm flag of its own.
+  flags.DEFINE_multi_string("arm", [], "multi-arm stand-in: one arm's own flags")
+  flags.DEFINE_string("multi_arm_mode", None, "multi-arm stand-in: recorded only")
   gin_utils.run(lambda argv: sys.exit(main(argv)))
