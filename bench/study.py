@@ -2,6 +2,8 @@
 
   python bench/study.py --study_dir=runs/demo          # an existing study (seconds)
   python bench/study.py --run --study_dir=/tmp/quick   # run the quick study first
+  python bench/study.py --run --study_dir=/tmp/quick_grouped \
+      --gin.MultiArmGrouping.max_arms=8                 # arms sharing train processes
 
 Nothing in the study is instrumented for this: the phases are read from what a
 study already leaves behind — `logs/launches.jsonl` (when each stage
@@ -11,7 +13,14 @@ and the modification times of the files each phase writes last
 (`config.gin`, `manifest.json`, the committed checkpoint, `samples.jsonl`,
 `verdicts.jsonl`, `metrics.json`, the report). With `--run`, the study's own
 output lines are timestamped as they arrive, which adds the study process's
-start and the world/store phase.
+start and the world/store phase, the CPU seconds of every process the study
+ran (user + sys of the study and its waited-for children, from
+`getrusage(RUSAGE_CHILDREN)`), and JAX's compile log (`JAX_LOG_COMPILES=1`):
+per stage, the XLA compilations requested and how many the persistent
+compilation cache served (the runner points every stage at one cache,
+`<study_dir>/.jax_cache`). The CPU seconds of each stage come from the
+runner's `logs/finished.jsonl` (with or without `--run`). Extra flags go to the study (e.g.
+`--gin.MultiArmGrouping.max_arms=8`: several arms per train process).
 
 Train stage phases: start (process start, imports, gin, input checks: launch
 → config.gin), setup (tokenizer, initial checkpoint, data pipeline and
@@ -35,6 +44,7 @@ import json
 import os
 import pathlib
 import re
+import resource
 import subprocess
 import sys
 import threading
@@ -45,6 +55,9 @@ QUICK_STUDY = "studies/toyworld_quick.gin"
 ABSL_TIME = re.compile(r"^[IWE](\d{2})(\d{2}) (\d{2}):(\d{2}):(\d{2})\.(\d{6})")
 STEP_LINE = re.compile(r"\bstep (\d+): ")
 BENCH_LINE = re.compile(r"\] \d+/(\S+): sampling ")
+# With JAX_LOG_COMPILES=1 (jax/_src/interpreters/pxla.py, jax/_src/compiler.py).
+COMPILE_LINE = re.compile(r"Compiling \S+ with global shapes")
+CACHE_HIT_LINE = re.compile(r"Persistent compilation cache hit for ")
 
 
 def _mtime(path: pathlib.Path) -> float | None:
@@ -79,10 +92,22 @@ def _find(study_dir: pathlib.Path, relative: str) -> pathlib.Path:
   return p
 
 
-def _train_phases(launch, log_path: pathlib.Path, model_dir: pathlib.Path):
+def _compiles(log_path: pathlib.Path) -> tuple[int, int]:
+  """(XLA compilations requested, persistent-cache hits) in a stage's log."""
+  text = log_path.read_text(errors="replace") if log_path.exists() else ""
+  return len(COMPILE_LINE.findall(text)), len(CACHE_HIT_LINE.findall(text))
+
+
+def _train_phases(launch, log_path: pathlib.Path, model_dirs: list[pathlib.Path]):
+  """Phases of one train process (one run, or several arms of a multi-arm
+  job: setup ends with the last arm's manifest, the steps are all arms')."""
   t0 = launch["time"]
   phases = {}
-  config, manifest = _mtime(model_dir / "config.gin"), _mtime(model_dir / "manifest.json")
+  model_dir = model_dirs[0]
+  configs = [_mtime(d / "config.gin") for d in model_dirs]
+  manifests = [_mtime(d / "manifest.json") for d in model_dirs]
+  config = min(configs) if all(configs) else None
+  manifest = max(manifests) if all(manifests) else None
   if config:
     phases["train: start (process, imports, gin)"] = config - t0
   if config and manifest:
@@ -104,13 +129,15 @@ def _train_phases(launch, log_path: pathlib.Path, model_dir: pathlib.Path):
   phases["train: compile (state init, first-step compile)"] = max(
       step_times[first] - manifest - first * steady_s, 0.0)
   phases["train: steps"] = last * steady_s
-  ckpt = _newest(model_dir / "checkpoints" / str(last))
-  if ckpt:
-    # The eval writes into the step dir later: only the checkpoint's own files.
-    own = [_newest(model_dir / "checkpoints" / str(last) / d) for d in ("state", "data")]
-    committed = _mtime(model_dir / "checkpoints" / str(last) / "commit_success.txt")
-    end = committed or max(t for t in own if t)
-    phases["train: checkpoint save"] = max(end - step_times[last], 0.0)
+  ends = []
+  for d in model_dirs:
+    if _newest(d / "checkpoints" / str(last)):
+      # The eval writes into the step dir later: only the checkpoint's own files.
+      own = [_newest(d / "checkpoints" / str(last) / sub) for sub in ("state", "data")]
+      committed = _mtime(d / "checkpoints" / str(last) / "commit_success.txt")
+      ends.append(committed or max(t for t in own if t))
+  if ends:
+    phases["train: checkpoint save"] = max(max(ends) - step_times[last], 0.0)
   phases["_steady_step_s"] = steady_s
   return phases
 
@@ -144,11 +171,17 @@ def breakdown(study_dir: pathlib.Path, study_lines=None):
               .read_text().splitlines()]
   phases = collections.defaultdict(list)
   steady = []
+  compiles = collections.defaultdict(lambda: [0, 0])
   for launch in launches:
     log_path = _find(study_dir, launch["log"])
+    counts = _compiles(log_path)
+    compiles[launch["stage"]][0] += counts[0]
+    compiles[launch["stage"]][1] += counts[1]
     if launch["stage"] == "train":
-      model_dir = pathlib.Path(str(log_path)[:-len(".train.log")])
-      got = _train_phases(launch, log_path, model_dir)
+      model_dirs = ([_find(study_dir, d) for d in launch["model_dirs"]]
+                    if "model_dirs" in launch else
+                    [pathlib.Path(str(log_path)[:-len(".train.log")])])
+      got = _train_phases(launch, log_path, model_dirs)
       if "_steady_step_s" in got:
         steady.append(got.pop("_steady_step_s"))
     else:
@@ -179,14 +212,15 @@ def breakdown(study_dir: pathlib.Path, study_lines=None):
       study["study: process start, imports, gin (--run)"] = start - t_run
     del t_first
   wall = (report_end or last_eval) - (study_lines[0][0] if study_lines else start)
-  return phases, study, wall, steady, launches
+  return phases, study, wall, steady, launches, dict(compiles)
 
 
 def run_study(study_dir: pathlib.Path, extra):
   """Runs the quick study (`make demo`'s command), timestamping its output lines."""
   cmd = [sys.executable, "-m", "sftdiff.study", f"--gin_file={QUICK_STUDY}",
          f"--gin.STUDY_DIR='{study_dir}'", *extra]
-  env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+             JAX_LOG_COMPILES="1")
   lines = [(time.time(), "$ " + " ".join(cmd))]
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
@@ -215,11 +249,31 @@ def main():
   args, extra = parser.parse_known_args()
   print(f"load average at start: {os.getloadavg()}")
   study_dir = pathlib.Path(args.study_dir).absolute()
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
   lines = run_study(study_dir, extra) if args.run else None
-  phases, study, wall, steady, launches = breakdown(study_dir, lines)
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+  phases, study, wall, steady, launches, compiles = breakdown(study_dir, lines)
   load_end = os.getloadavg()
   stages = collections.Counter(l["stage"] for l in launches)
   print(f"study {study_dir}: {dict(stages)} stage launches, wall {wall:.1f} s")
+  trained = sum(len(l.get("runs", [l["run"]])) for l in launches if l["stage"] == "train")
+  print(f"  process starts: {len(launches)} stages (+1 study); runs trained: {trained}")
+  if lines:
+    print(f"  CPU seconds (study + every stage, user + sys): {cpu_s:.1f} s")
+  finished = study_dir / "logs" / "finished.jsonl"
+  ends = [json.loads(l) for l in finished.read_text().splitlines()] if finished.exists() else []
+  stage_cpu = collections.Counter()
+  for end in ends:
+    stage_cpu[end["stage"]] += end["cpu_s"] or 0.0
+  for stage, seconds in sorted(stage_cpu.items()):
+    print(f"  {stage} stages: {seconds:.1f} CPU s (user + sys, from the runner's wait4)")
+  for stage, (requested, hits) in sorted(compiles.items()):
+    if requested:
+      print(f"  {stage}: {requested} XLA compilations requested, {hits} served by the "
+            f"persistent cache ({100 * hits / requested:.0f}% hit rate)")
+  if not any(r for r, _ in compiles.values()):
+    print("  (no compile log: JAX_LOG_COMPILES=1 is set with --run)")
   for name, seconds in study.items():
     print(f"  {name:55s} {seconds:8.1f} s")
   total = sum(sum(v) for v in phases.values())
@@ -237,6 +291,11 @@ def main():
     sys.path.insert(0, str(REPO))
     strict_json.dump({"study_dir": str(study_dir), "wall_s": wall, "study": study,
                       "phases": {k: sum(v) for k, v in phases.items()},
+                      "stage_launches": dict(stages), "runs_trained": trained,
+                      "cpu_s": cpu_s if lines else None,
+                      "stage_cpu_s": dict(stage_cpu),
+                      "compiles": {k: {"requested": r, "cache_hits": h}
+                                   for k, (r, h) in compiles.items()},
                       "load_end": list(load_end)}, args.json_out)
 
 

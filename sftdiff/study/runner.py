@@ -12,7 +12,8 @@ common checkpoint (fresh, or stopped together by SIGTERM), else each
 untrained member resumes with its own single-arm train job (loop-mode
 multi-arm training is bit-identical to it).
 
-Every subprocess launch is appended to `<study_dir>/logs/launches.jsonl`;
+Every subprocess launch is appended to `<study_dir>/logs/launches.jsonl`,
+its end (exit status, wall and CPU seconds) to `logs/finished.jsonl`;
 every stage writes its log beside the run (`runs/<arm>/seed<k>.{train,eval}.log`;
 a grouped job's log is its first member's, and the others' point to it). A
 failing job is reported per run it trained, with its log path and tail, and
@@ -77,6 +78,17 @@ def child_env(study_dir: str, extra: Mapping[str, str] | None = None) -> dict[st
   return env
 
 
+def _wait(proc: subprocess.Popen) -> tuple[int, float | None]:
+  """Waits for the child: (exit status as Popen reports it, its CPU seconds,
+  user + sys, from wait4; None if another thread reaped it first)."""
+  try:
+    _, status, usage = os.wait4(proc.pid, 0)
+  except ChildProcessError:  # reaped by _stop_children's poll()
+    return proc.wait(), None
+  proc.returncode = os.waitstatus_to_exitcode(status)
+  return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
 def _tail(path: str, lines: int = 15) -> str:
   try:
     with open(path, errors="replace") as f:
@@ -123,6 +135,7 @@ class LocalRunner:
     self._children: set[subprocess.Popen] = set()
     self._log = log or (lambda msg: tqdm.tqdm.write(msg, file=sys.stderr))
     self.launch_log = os.path.join(study_dir, "logs", "launches.jsonl")
+    self.finish_log = os.path.join(study_dir, "logs", "finished.jsonl")
 
   # ------------------------------------------------------------- planning
 
@@ -192,11 +205,17 @@ class LocalRunner:
                               env=self.env, stdin=subprocess.DEVNULL)
       with self._lock:
         self._children.add(proc)
+      t0 = time.time()
       try:
-        return proc.wait(), log_path
+        rc, cpu_s = _wait(proc)
       finally:
         with self._lock:
           self._children.discard(proc)
+    with self._lock:
+      with open(self.finish_log, "a") as f:
+        f.write(strict_json.dumps({"run": record["run"], "stage": task.stage, "rc": rc,
+                                   "wall_s": time.time() - t0, "cpu_s": cpu_s}) + "\n")
+    return rc, log_path
 
   def _stop_children(self) -> None:
     """SIGTERM to every running stage (the trainer checkpoints, then exits)."""
