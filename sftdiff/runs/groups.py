@@ -77,11 +77,14 @@ def chunks(items: Sequence[T], max_size: int) -> list[list[T]]:
 
 
 def group(items: Sequence[T], key, max_arms: int) -> list[list[T]]:
-  """Items with equal `key(item)` (in first-seen order), chunked by `max_arms`."""
-  by_key: dict[tuple, list[T]] = {}
-  for item in items:
-    by_key.setdefault(key(item), []).append(item)
-  return [c for same in by_key.values() for c in chunks(same, max_arms)]
+  """Items with equal `key(item)`, chunked by `max_arms`; chunks ordered by
+  their first item (so with `max_arms=1`, `items` one by one)."""
+  by_key: dict[tuple, list[int]] = {}
+  for i, item in enumerate(items):
+    by_key.setdefault(key(item), []).append(i)
+  out = sorted((c for same in by_key.values() for c in chunks(same, max_arms)),
+               key=lambda c: c[0])
+  return [[items[i] for i in c] for c in out]
 
 
 def trainer_flags(grouping: MultiArmGrouping) -> list[str]:

@@ -52,6 +52,21 @@ def test_dry_run_prints_plan_and_commands_and_launches_nothing(gin_dir, home, tm
   assert not (home / ".xmanager").exists() and not root.exists()
 
 
+def test_dry_run_groups_arms_into_multi_arm_jobs(gin_dir, home, tmp_path):
+  root = tmp_path / "runs"
+  r = _run([*_base_args(gin_dir, root), "--dry_run", "--seeds=0,1", "--multi_arm_max=3",
+            "--multi_arm_mode=loop", "--arm_override=patch_in:LEARNING_RATE=3e-4"], home)
+  assert r.returncode == 0, r.stderr
+  # ref's two seeds share a job; patch_in's differ from ref in an override.
+  assert "experiment: sftdiff (4 work units, 2 train jobs)" in r.stdout
+  assert "trained by" in r.stdout and "ref-seed0+1" in r.stdout
+  assert r.stdout.count(" -m sftdiff.train.multi_arm ") == 2
+  assert r.stdout.count("--multi_arm_mode=loop") == 2
+  assert r.stdout.count(" -m sftdiff.eval ") == 4
+  bad = _run([*_base_args(gin_dir, root), "--dry_run", "--multi_arm_max=0"], home)
+  assert bad.returncode == 2 and "max_arms=0" in bad.stderr, bad.stderr
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--only_arms=ref,nope"], "unknown arm(s) nope"),
     (["--arm=bad=Sorce('alt')"], "arm bad: "),
