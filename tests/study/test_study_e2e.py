@@ -33,11 +33,11 @@ MINI = [
 ]
 
 
-def _run_study(study_dir, world_root):
+def _run_study(study_dir, world_root, *extra):
   cmd = [sys.executable, "-m", "sftdiff.study", "--gin_file=studies/toyworld_quick.gin",
          f"--gin.STUDY_DIR='{study_dir}'",
          f"--gin.StudyConfig.world_root='{world_root}'",
-         *[f"--gin_bindings={b}" for b in MINI]]
+         *[f"--gin_bindings={b}" for b in MINI], *extra]
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
   assert proc.returncode == 0, proc.stderr[-5000:]
   return proc
