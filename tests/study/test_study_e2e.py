@@ -1,6 +1,9 @@
 """A miniature study through the real runner: tiny world, two arms, a few
 steps. Checks the report and its verdict table, then that re-running a
-finished study launches nothing and a half-finished one only what is missing."""
+finished study launches nothing and a half-finished one only what is missing;
+and that with both arms trained in one multi-arm process (loop mode) the
+samples, metrics, verdicts and report are those of one process per run
+(byte for byte, but for the study's path)."""
 
 import json
 import os
@@ -119,3 +122,34 @@ def test_mini_study_end_to_end(tmp_path):
   new = _launches(study_dir)[len(first):]
   assert [(l["run"], l["stage"]) for l in new] == [("teacher/seed0", "eval")]
   assert (ckpt / "eval" / "toy_blackmail" / "metrics.json").is_file()
+
+
+def _text(path, study_dir):
+  return path.read_text().replace(str(study_dir), "<study_dir>")
+
+
+def _outputs(study_dir):
+  """Each eval's samples (bytes) and metrics (a metrics.json's `metrics`: its
+  `fingerprint` names the checkpoint's path and inodes, not its values)."""
+  runs = study_dir / "runs"
+  out = {str(p.relative_to(runs)): p.read_bytes() for p in sorted(runs.rglob("samples.jsonl"))}
+  out.update({str(p.relative_to(runs)): json.loads(p.read_text())["metrics"]
+              for p in sorted(runs.rglob("eval/*/metrics.json"))})
+  return out
+
+
+@pytest.mark.slow
+def test_grouped_study_gives_the_same_metrics_and_verdicts(tmp_path):
+  world = tmp_path / "world"
+  alone, grouped = tmp_path / "alone", tmp_path / "grouped"
+  _run_study(alone, world)
+  proc = _run_study(grouped, world, "--gin.MultiArmGrouping.max_arms=2",
+                    "--gin.MultiArmGrouping.mode='loop'")
+  assert "2 distinct trainings in 1 train jobs" in proc.stderr
+  trains = [l for l in _launches(grouped) if l["stage"] == "train"]
+  assert len(trains) == 1 and trains[0]["cmd"][2] == "sftdiff.train.multi_arm"
+  assert len(trains[0]["runs"]) == 2
+  outputs = _outputs(alone)
+  assert len(outputs) == 2 * 2 * 3 and _outputs(grouped) == outputs  # runs × files × benchmarks
+  for name in ("verdicts.json", "report.md"):
+    assert _text(grouped / "report" / name, grouped) == _text(alone / "report" / name, alone)
