@@ -27,6 +27,10 @@ Train stage phases: start (process start, imports, gin, input checks: launch
 manifest: → manifest.json), compile (state init + first-step compilation:
 the first logged window minus its steps at the steady rate), steps (train
 steps at the steady rate), checkpoint (last step → committed checkpoint).
+A multi-arm train job (several runs in one process: its launch lists their
+`model_dirs`) counts as one stage: setup ends at its last manifest, steps
+are its group steps (every arm's) at the steady rate, and as it logs no step
+lines its compile phase also holds the final checkpoint save.
 Eval stage phases: start (launch → eval_config.gin), load (→ the first
 benchmark's binding.json), then per benchmark sampling (incl. its
 compilations, → samples.jsonl), judging (→ verdicts.jsonl) and metrics
@@ -120,15 +124,11 @@ def _train_phases(launch, log_path: pathlib.Path, model_dirs: list[pathlib.Path]
       step_times[int(m.group(1))] = t
   rows = [json.loads(l) for l in (model_dir / "metrics.jsonl").read_text().splitlines()
           if '"step_time_s"' in l] if (model_dir / "metrics.jsonl").exists() else []
-  if not step_times or not rows or not manifest:
+  if not rows or not manifest:
     return phases
-  steps_sorted = sorted(step_times)
-  first, last = steps_sorted[0], steps_sorted[-1]
   steady = ([r["step_time_s"] for r in rows[1:]] or [rows[0]["step_time_s"]])
   steady_s = sum(steady) / len(steady)
-  phases["train: compile (state init, first-step compile)"] = max(
-      step_times[first] - manifest - first * steady_s, 0.0)
-  phases["train: steps"] = last * steady_s
+  last = rows[-1]["step"]
   ends = []
   for d in model_dirs:
     if _newest(d / "checkpoints" / str(last)):
@@ -136,8 +136,16 @@ def _train_phases(launch, log_path: pathlib.Path, model_dirs: list[pathlib.Path]
       own = [_newest(d / "checkpoints" / str(last) / sub) for sub in ("state", "data")]
       committed = _mtime(d / "checkpoints" / str(last) / "commit_success.txt")
       ends.append(committed or max(t for t in own if t))
-  if ends:
-    phases["train: checkpoint save"] = max(max(ends) - step_times[last], 0.0)
+  phases["train: steps"] = last * steady_s
+  if step_times:
+    first = min(step_times)
+    phases["train: compile (state init, first-step compile)"] = max(
+        step_times[first] - manifest - first * steady_s, 0.0)
+    if ends:
+      phases["train: checkpoint save"] = max(max(ends) - step_times[max(step_times)], 0.0)
+  elif ends:  # a multi-arm job logs no step lines: compile and save in one
+    phases["train: compile (state init, first-step compile)"] = max(
+        max(ends) - manifest - last * steady_s, 0.0)
   phases["_steady_step_s"] = steady_s
   return phases
 
