@@ -154,3 +154,15 @@ def test_undefined_statistics_say_why_and_every_estimate_names_n_seeds_method(tm
   assert checked > 20
   verdicts = _strict_load(paths["verdicts"])
   assert verdicts and "nan" not in json.dumps(verdicts).lower()
+
+
+def test_overlap_figure_with_an_undefined_cell(tmp_path, monkeypatch):
+  from sftdiff.study import figures
+  texts = []
+  real = figures.plt.Axes.text
+  monkeypatch.setattr(figures.plt.Axes, "text",
+                      lambda self, x, y, s, **kw: texts.append(s) or real(self, x, y, s, **kw))
+  path = figures.overlap_matrix(["a", "empty"], [[1.0, None], [None, None]],
+                                str(tmp_path / "o.png"))
+  assert os.path.isfile(path)
+  assert texts == ["1.00", "–", "–", "–"]
