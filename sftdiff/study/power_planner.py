@@ -148,9 +148,10 @@ def to_markdown(result: dict) -> str:
               f"{g['power']:.2f} |" for g in r["grid"]]
     lines += ["", f"Fewest samples per seed for power ≥ {result['target_power']:g}:", "",
               "| effect | seeds | samples per seed |", "|---|---|---|"]
-    lines += [f"| {n['effect']:g} | {n['seeds']} | "
-              f"{n['samples_per_seed'] if n['samples_per_seed'] is not None else 'not reachable: ' + n['why']} |"
-              for n in r["needs"]]
+    for n in r["needs"]:
+      needed = n["samples_per_seed"]
+      cell = needed if needed is not None else f"not reachable: {n['why']}"
+      lines.append(f"| {n['effect']:g} | {n['seeds']} | {cell} |")
   return "\n".join(lines) + "\n"
 
 

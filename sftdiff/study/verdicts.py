@@ -324,7 +324,7 @@ _SWEEP_HYPS = {
     "sweep": ("sweep_sufficient", "the teacher on {s} alone (alt elsewhere) suffices",
               "teacher on {s} / alt elsewhere"),
     "sweep_out": ("sweep_necessary", "alt on {s} (teacher elsewhere) removes it: "
-                  "{s}'s teacher rollouts are necessary", "alt on {s} / teacher elsewhere"),
+                  "the teacher rollouts on {s} are necessary", "alt on {s} / teacher elsewhere"),
 }
 
 
