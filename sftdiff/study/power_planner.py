@@ -80,7 +80,7 @@ def read_pilot(pilot: str, traits: Sequence[str] = (), arms: Sequence[str] = ()
   if missing_arms:
     raise PilotError(f"--arms: {missing_arms} are not arms of {config}")
   seeds = {d.name: tuple(d.seeds or study.seeds) for d in defs}
-  if max(len(s) for s in seeds.values()) < 2:
+  if max((len(s) for s in seeds.values()), default=0) < 2:
     raise PilotError(f"{config}: StudyConfig.seeds = {list(study.seeds)}: a pilot "
                      "needs >= 2 seeds per arm to separate seed from sampling "
                      "variance")
