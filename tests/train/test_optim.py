@@ -79,7 +79,7 @@ def test_gradient_accumulation_equals_big_batch():
                                                    seed=3).train)
   # Microbatch j takes rows j, j+k, ...: their trainable token counts differ, so a
   # mean of per-microbatch means would NOT equal the big-batch loss.
-  per_micro = batch["loss_mask"].reshape(batch_size // k, k, seq).sum(axis=(0, 2))
+  per_micro = batch.loss_mask.reshape(batch_size // k, k, seq).sum(axis=(0, 2))
   assert len(set(per_micro.tolist())) > 1, per_micro
   pc = partitioning.PartitionConfig(ici_mesh_shape=(2, 1, 1))
   mesh = partitioning.make_mesh(pc, jax.devices()[:2])
@@ -94,7 +94,7 @@ def test_gradient_accumulation_equals_big_batch():
         batch, fns.batch_sharding, batch_size))
     results.append((jax.device_get(state["params"]), jax.device_get(metrics)))
   (p1, m1), (pk, mk) = results
-  assert float(m1["trainable_tokens"]) == float(mk["trainable_tokens"]) == batch["loss_mask"].sum()
+  assert float(m1["trainable_tokens"]) == float(mk["trainable_tokens"]) == batch.loss_mask.sum()
   np.testing.assert_allclose(float(mk["loss"]), float(m1["loss"]), rtol=1e-6)
   np.testing.assert_allclose(float(mk["grad_norm"]), float(m1["grad_norm"]), rtol=1e-5)
   for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(pk)):
