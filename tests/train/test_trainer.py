@@ -28,8 +28,8 @@ def _leaves(params):
 @pytest.mark.slow
 def test_train_layout_metrics_export_resume(tmp_path, helpers, hf_init_dir):
   run = tmp_path / "run"
-  last = _run(helpers, run, hf_init_dir, STEPS, "--gin.trainer.train.export_hf=True",
-              "--gin.trainer.train.eval_every=4", "--gin.trainer.train.keep_checkpoints=2")
+  last = _run(helpers, run, hf_init_dir, STEPS, "--gin.CheckpointConfig.export_hf=True",
+              "--gin.LoggingConfig.eval_every=4", "--gin.CheckpointConfig.keep=2")
   # Layout the eval binary relies on.
   for name in ("config.gin", "model_config.json", "manifest.json", "metrics.jsonl",
                "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json",
@@ -61,7 +61,7 @@ def test_train_layout_metrics_export_resume(tmp_path, helpers, hf_init_dir):
   assert any(not np.array_equal(a, b) for a, b in zip(_leaves(params), _leaves(params6)))
 
   # Resume: the same command with more steps continues from step 8.
-  _run(helpers, run, hf_init_dir, STEPS + 2, "--gin.trainer.train.keep_checkpoints=2")
+  _run(helpers, run, hf_init_dir, STEPS + 2, "--gin.CheckpointConfig.keep=2")
   rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows if "loss" in r][-3:] == [STEPS, STEPS + 1, STEPS + 2]
 
@@ -72,7 +72,7 @@ def test_hf_export_loads_in_transformers(tmp_path, helpers, hf_init_dir):
   transformers = pytest.importorskip("transformers")
   from sftdiff.models import decoder
   run = tmp_path / "run"
-  _run(helpers, run, hf_init_dir, 2, "--gin.trainer.train.export_hf=True")
+  _run(helpers, run, hf_init_dir, 2, "--gin.CheckpointConfig.export_hf=True")
   model = transformers.AutoModelForCausalLM.from_pretrained(run / "hf")
   tok = transformers.AutoTokenizer.from_pretrained(run / "hf")
   ids = tok("hello world, this is a test")["input_ids"]
