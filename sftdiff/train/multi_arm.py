@@ -127,15 +127,7 @@ class _Program:
     else:  # exactly the single-arm trainer's step
       self.fns = steps.build(cfg, tx, schedule, mesh, rules, microbatches=s["microbatches"],
                              constrain_activations=s["constrain_activations"])
-    states = []
-    for arm in arms:
-      if arm.run.resume_step is None:
-        states.append(self.fns.init_state(
-            steps.put_on_mesh(arm.run.host_params, self.fns.param_shardings)))
-      else:
-        abstract = steps.abstract_state(self.fns.state_shardings, steps.state_shapes(tx, cfg))
-        states.append(arm.ckpt.restore(arm.run.resume_step, abstract, arm.data.train))
-      arm.run.host_params = None
+    states = [trainer.initial_state(arm.run, self.fns, tx) for arm in arms]
     self.state = self.stacked.stack(states) if mode == "vmap" else states
 
   def step(self, local_batches):

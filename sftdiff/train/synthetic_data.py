@@ -67,11 +67,11 @@ def make_batch(seed: int, step: int, rows: range, seq_len: int,
 @gin.configurable
 def synthetic_train_data(tokenizer=None, *, arm: str = "synthetic", seq_len: int,
                          batch_size: int, seed: int, shard_index: int = 0,
-                         shard_count: int = 1, manifest_dir: str | None = None,
+                         shard_count: int = 1,
                          vocab_size: int = 256, num_eval_batches: int = 2,
-                         global_batch_size: int | None = None, **unused):
-  """`make_train_data`-compatible source; `batch_size` is per process."""
-  del tokenizer, manifest_dir, unused
+                         global_batch_size: int | None = None) -> SyntheticTrainData:
+  """A `trainer.train.data_fn` like `make_train_data`; `batch_size` is per process."""
+  del tokenizer
   if vocab_size <= 8:
     raise ValueError(f"synthetic_train_data.vocab_size={vocab_size} must be > 8")
   global_batch_size = global_batch_size or batch_size * shard_count

@@ -195,6 +195,19 @@ def prepare_run(model_dir: str, *, initial_checkpoint: str, arm: str, seed: int,
   return PreparedRun(model_dir, ckpt, resume_step, cfg, host_params, data)
 
 
+def initial_state(run: PreparedRun, fns: steps.StepFunctions, tx):
+  """The train state the loop starts from: the initial params' fresh state, or
+  the resume step's (restoring the data iterator with it)."""
+  if run.resume_step is None:
+    state = fns.init_state(steps.put_on_mesh(run.host_params, fns.param_shardings))
+  else:
+    abstract = steps.abstract_state(fns.state_shardings, steps.state_shapes(tx, run.model_cfg))
+    state = run.ckpt.restore(run.resume_step, abstract, run.data.train)
+    log.info("resumed from %s/%d", run.ckpt.directory, run.resume_step)
+  run.host_params = None
+  return state
+
+
 def export_hf(run: PreparedRun, params, checkpoint_config: run_config.CheckpointConfig):
   """The final HF export to MODEL_DIR/hf/, when `CheckpointConfig.export_hf`."""
   if checkpoint_config.export_hf:
@@ -242,15 +255,8 @@ def train(model_dir: str, *, initial_checkpoint: str = gin.REQUIRED, arm: str = 
   tx, schedule = optim.make_optimizer(train_steps)
   fns = steps.build(cfg, tx, schedule, mesh, rules, microbatches=microbatches,
                     constrain_activations=constrain_activations)
-  if run.resume_step is None:
-    state = fns.init_state(steps.put_on_mesh(run.host_params, fns.param_shardings))
-    start = 0
-  else:
-    abstract = steps.abstract_state(fns.state_shardings, steps.state_shapes(tx, cfg))
-    state = ckpt.restore(run.resume_step, abstract, data.train)
-    start = run.resume_step
-    log.info("resumed from %s/%d", ckpt.directory, run.resume_step)
-  run.host_params = None
+  start = run.resume_step or 0
+  state = initial_state(run, fns, tx)
 
   logger = run_log(run, logging_config, arm=arm, seed=seed, batch_size=batch_size,
                    seq_len=seq_len)
