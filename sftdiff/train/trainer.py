@@ -126,7 +126,7 @@ def _check_batch_layout(batch_size, microbatches, divisor, process_count):
 
 
 def evaluate(fns, params, data: batch_lib.TrainData, batch_size: int) -> float:
-  """Mean token loss over `data.eval_batches()` (1.0 tokens if there are none)."""
+  """Mean token loss over `data.eval_batches()` (0.0 when there are none)."""
   loss_sum, tokens = 0.0, 0.0
   for local in data.eval_batches():
     batch = partitioning.global_batch(local, fns.batch_sharding, batch_size)
