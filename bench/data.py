@@ -180,7 +180,7 @@ def phase_pipeline(args) -> dict:
   t0 = time.perf_counter()
   for _ in range(args.batches):
     b = next(it)
-    tokens += int((b["segment_ids"] > 0).sum())
+    tokens += int((b.segment_ids > 0).sum())
   seconds = time.perf_counter() - t0
   children = _children_peak_rss_mb()
   return {"workers": args.workers, "tokens_per_s": tokens / seconds,

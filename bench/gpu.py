@@ -52,15 +52,16 @@ def llama_1b(**overrides):
 
 
 def random_batches(n, batch, seq_len, vocab, seed=0):
+  from sftdiff.data.batch import Batch
   rng = np.random.default_rng(seed)
   out = []
   for _ in range(n):
     ids = rng.integers(4, vocab, size=(batch, seq_len + 1), dtype=np.int32)
-    out.append({"input_ids": ids[:, :-1], "target_ids": ids[:, 1:],
-                "loss_mask": np.ones((batch, seq_len), np.int32),
-                "segment_ids": np.ones((batch, seq_len), np.int32),
-                "positions": np.broadcast_to(np.arange(seq_len, dtype=np.int32),
-                                             (batch, seq_len)).copy()})
+    out.append(Batch(input_ids=ids[:, :-1], target_ids=ids[:, 1:],
+                     loss_mask=np.ones((batch, seq_len), np.int32),
+                     segment_ids=np.ones((batch, seq_len), np.int32),
+                     positions=np.broadcast_to(np.arange(seq_len, dtype=np.int32),
+                                               (batch, seq_len)).copy()))
   return out
 
 
@@ -142,8 +143,8 @@ def bench_train_torch(args, cfg, batches):
                           weight_decay=0.0, fused=dev == "cuda")
   times = []
   for b in batches:
-    ids = torch.from_numpy(b["input_ids"].astype(np.int64)).to(dev)
-    labels = torch.from_numpy(b["target_ids"].astype(np.int64)).to(dev)
+    ids = torch.from_numpy(b.input_ids.astype(np.int64)).to(dev)
+    labels = torch.from_numpy(b.target_ids.astype(np.int64)).to(dev)
     _sync()
     t0 = time.perf_counter()
     with torch.autocast(dev, dtype=torch.bfloat16):

@@ -117,8 +117,8 @@ def _arm_flags(root, init, n, train_steps):
             f"--gin.BATCH_SIZE={BATCH}", f"--gin.SEQ_LEN={SEQ}",
             "--gin.trainer.train.data_fn=@synthetic_train_data",
             f"--gin.synthetic_train_data.vocab_size={VOCAB}",
-            f"--gin.trainer.train.checkpoint_every={train_steps}",
-            "--gin.trainer.train.eval_every=0", "--gin.trainer.train.report_mfu=False"]
+            f"--gin.CheckpointConfig.save_every={train_steps}",
+            "--gin.LoggingConfig.eval_every=0", "--gin.LoggingConfig.report_mfu=False"]
   own = [[f"--gin.MODEL_DIR='{root / f'arm{a}'}'", "--gin.ARM='synthetic'",
           f"--gin.SEED={a}"] for a in range(n)]
   return shared, own

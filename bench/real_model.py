@@ -50,9 +50,11 @@ def run_sftdiff(args):
   state = fns.init_state(steps.put_on_mesh(params, fns.param_shardings))
   del params
   inputs, targets = _batch(cfg.vocab_size, args.batch, args.seq)
-  local = {"input_ids": inputs, "target_ids": targets,
-           "loss_mask": np.ones_like(inputs), "segment_ids": np.ones_like(inputs),
-           "positions": np.broadcast_to(np.arange(args.seq, dtype=np.int32), inputs.shape).copy()}
+  from sftdiff.data.batch import Batch
+  local = Batch(input_ids=inputs, target_ids=targets,
+                loss_mask=np.ones_like(inputs), segment_ids=np.ones_like(inputs),
+                positions=np.broadcast_to(np.arange(args.seq, dtype=np.int32),
+                                          inputs.shape).copy())
   times, losses = [], []
   for _ in range(args.steps + 1):  # the first step compiles
     batch = partitioning.global_batch(local, fns.batch_sharding, args.batch)

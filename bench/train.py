@@ -144,7 +144,8 @@ class Tunix:
                                       pbar_description=None)
     trainer = self.make.PeftTrainer(self.model, _optimizer(), config).with_loss_fn(self.loss_fn)
     # numpy batches in, as from a data loader (ours gets numpy batches too).
-    trainer.train({k: jnp.asarray(v) for k, v in b.items()} for b in clock.wrap(batches))
+    trainer.train({k: jnp.asarray(v) for k, v in b.features().items()}
+                  for b in clock.wrap(batches))
     jax.block_until_ready(nnx_params(self.model))
     assert trainer.train_steps == len(batches), (trainer.train_steps, len(batches))
 

@@ -217,6 +217,25 @@ def _closest(name: str, candidates: Iterable[str]) -> str:
   return f"; closest: {', '.join(close)}" if close else ""
 
 
+# A configurable's renamed/moved parameters: {configurable's full selector:
+# {old parameter: its new binding}}; `register_moved` fills it.
+_MOVED: dict[str, dict[str, str]] = {}
+
+
+def register_moved(fn, moved: dict[str, str]) -> None:
+  """Old bindings of `fn`'s parameters in `moved` fail naming their new one."""
+  _MOVED[f"{fn.__module__}.{fn.__name__}"] = dict(moved)
+
+
+def _moved_to(selector: str, parameter: str) -> str | None:
+  from gin import config as gin_config
+  try:
+    full = gin_config._REGISTRY.get_match(selector).selector  # pylint: disable=protected-access
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return _MOVED.get(full, {}).get(parameter)
+
+
 def _configurable_parameters(selector: str) -> list[str]:
   from gin import config as gin_config
   try:
@@ -251,6 +270,9 @@ def describe_gin_error(e: BaseException, *, binding: str | None = None) -> str:
               f"strings need quotes: {hint}")
     return f"{where}: {msg.splitlines()[0]} ({line})"
   m = re.match(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", msg)
+  if m and _moved_to(m.group(1), m.group(2)):
+    return (f"{where}: {m.group(1)}.{m.group(2)} moved to "
+            f"{_moved_to(m.group(1), m.group(2))}; bind that instead")
   if m:
     return (f"{where}: configurable {m.group(1)} has no parameter "
             f"{m.group(2)}{_closest(m.group(2), _configurable_parameters(m.group(1)))}")

@@ -172,21 +172,26 @@ def batch_divisor(mesh: Mesh, rules) -> int:
   return math.prod(mesh.shape[a] for a in axes)
 
 
-def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding,
-                 global_batch_size: int) -> dict[str, jax.Array]:
-  """Assembles each process's rows into one global array per feature."""
+def global_batch(local_batch, sharding: NamedSharding, global_batch_size: int, *,
+                 batch_axis: int = 0):
+  """Assembles each process's rows into global arrays on the mesh.
+
+  `local_batch`: a pytree of host arrays (the trainer's `data.batch.Batch`)
+  whose dimension `batch_axis` holds this process's rows; returns the same
+  tree of `jax.Array`s with `global_batch_size` rows there."""
   if jax.process_count() == 1:
-    for name, value in local_batch.items():
-      if value.shape[0] != global_batch_size:
-        raise ValueError(f"batch feature {name!r} has {value.shape[0]} rows; the global "
-                         f"batch size is {global_batch_size}")
-    return jax.device_put(dict(local_batch), sharding)  # one call for all features
-  out = {}
-  for name, value in local_batch.items():
+    for path, value in jax.tree_util.tree_leaves_with_path(local_batch):
+      if np.shape(value)[batch_axis] != global_batch_size:
+        raise ValueError(f"batch feature {jax.tree_util.keystr(path)!r} has "
+                         f"{np.shape(value)[batch_axis]} rows; the global batch size is "
+                         f"{global_batch_size}")
+    return jax.device_put(local_batch, sharding)  # one call for all features
+
+  def assemble(value):
     value = np.asarray(value)
-    shape = (global_batch_size, *value.shape[1:])
-    out[name] = jax.make_array_from_process_local_data(sharding, value, shape)
-  return out
+    shape = (*value.shape[:batch_axis], global_batch_size, *value.shape[batch_axis + 1:])
+    return jax.make_array_from_process_local_data(sharding, value, shape)
+  return jax.tree.map(assemble, local_batch)
 
 
 class Partitioner:

@@ -92,8 +92,8 @@ def test_wheel_runs_help_train_eval_study_and_launcher(installed):
         f"--gin.DATA_DIR='{world}'", f"--gin.MODEL_DIR='{model_dir}'",
         f"--gin.INITIAL_CHECKPOINT='{world}/bases/orig'",
         "--gin.ARM=\"Source('teacher')\"", "--gin.TRAIN_STEPS=2", "--gin.SEED=0",
-        "--gin.BATCH_SIZE=4", "--gin.SEQ_LEN=128", "--gin.trainer.train.report_mfu=False",
-        "--gin.trainer.train.eval_every=0", "--gin.trainer.train.async_checkpoints=False"],
+        "--gin.BATCH_SIZE=4", "--gin.SEQ_LEN=128", "--gin.LoggingConfig.report_mfu=False",
+        "--gin.LoggingConfig.eval_every=0", "--gin.CheckpointConfig.async_save=False"],
        cwd=cwd, env=env)
   assert (model_dir / "checkpoints" / "2").is_dir()
 

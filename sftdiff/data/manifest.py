@@ -36,11 +36,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sftdiff import layout
 from sftdiff import strict_json
 from sftdiff.data import arms as arms_lib
 from sftdiff.data import store as store_lib
 
-MANIFEST_FILE = "manifest.json"
+MANIFEST_FILE = layout.MANIFEST
 
 
 def selection_hash(prompt_ids: np.ndarray, chosen: np.ndarray,

@@ -8,11 +8,9 @@
 
 Every process shuffles with the same seed and takes every `shard_count`-th
 record of each epoch's permutation, so shards are disjoint and complete per
-epoch. Batches are dicts of numpy arrays, each [batch_size, seq_len]:
-input_ids, target_ids, loss_mask (1 where the target is trained), segment_ids
-(1.. per packed example, 0 = padding), positions (restarting at 0 per
-example); all int32, 0 at padding positions. A final short batch (finite epochs) is padded with empty
-rows so shapes stay static.
+epoch. Batches are `sftdiff.data.batch.Batch`es of numpy arrays, each int32
+[batch_size, seq_len] (the features are described there). A final short batch
+(finite epochs) is padded with empty rows so shapes stay static.
 
 The iterator is checkpointable: `it.get_state()` / `it.set_state()`, or with
 orbax next to the model, e.g.
@@ -32,18 +30,10 @@ from absl import flags
 import grain
 import numpy as np
 
+from sftdiff.data import batch as batch_lib
 from sftdiff.data import chat
 from sftdiff.data import packing as packing_lib
 from sftdiff.data import tokenizer as tokenizer_lib
-
-BATCH_FEATURES = (
-    "input_ids",
-    "target_ids",
-    "loss_mask",
-    "segment_ids",
-    "positions",
-)
-
 
 @dataclasses.dataclass
 class PipelineStats:
@@ -160,13 +150,13 @@ class _PadBatch:
 
 
 class _StatsIterator(grain.DatasetIterator):
-  """Strips the per-row counters from batches and accumulates PipelineStats."""
+  """Accumulates the per-row counters into PipelineStats; yields `Batch`es."""
 
   def __init__(self, parent: grain.DatasetIterator):
     super().__init__(parent)
     self.stats = PipelineStats()
 
-  def __next__(self) -> dict[str, np.ndarray]:
+  def __next__(self) -> batch_lib.Batch:
     batch = next(self._parent)
     s = self.stats
     s.batches += 1
@@ -177,7 +167,7 @@ class _StatsIterator(grain.DatasetIterator):
     s.failed += int(batch["num_failed"].sum())
     s.tokens += int(np.count_nonzero(batch["segment_ids"]))
     s.trainable_tokens += int(batch["loss_mask"].sum())
-    return {k: batch[k] for k in BATCH_FEATURES}
+    return batch_lib.Batch.from_features(batch)
 
   def get_state(self):
     return {"parent": self._parent.get_state(), "stats": self.stats.as_dict()}
@@ -218,7 +208,7 @@ def make_batches(
     on_error: str = "fail",
     train_all_assistant: bool = False,
 ) -> grain.IterDataset:
-  """Packed training batches; `iter()` of it has `.stats` (PipelineStats).
+  """Packed training `Batch`es; `iter()` of it has `.stats` (PipelineStats).
 
   `num_epochs=None` repeats forever. `num_packing_bins` (default batch_size)
   rows are packed together; more bins pack tighter. `worker_count=0` runs in

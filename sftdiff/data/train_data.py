@@ -33,9 +33,10 @@ conversations. The trainer calls::
 
     data = make_train_data(tokenizer, arm=ARM, seq_len=..., batch_size=...,
                            seed=SEED, shard_index=jax.process_index(),
-                           shard_count=jax.process_count(), manifest_dir=MODEL_DIR)
-    batch = next(data.train)          # checkpoint data.train with orbax (Grain)
+                           shard_count=jax.process_count())
+    batch = next(data.train)          # a Batch; checkpoint data.train with orbax (Grain)
     for batch in data.eval_batches(): ...
+    data.manifest                     # the trainer writes MODEL_DIR/manifest.json
 
 The held-out eval slice is the prompts with `arms.uniform(id_hash, 0,
 salt=EVAL_SALT) < eval_fraction`: hash-based, independent of the arm and the
@@ -54,6 +55,7 @@ import gin
 import numpy as np
 
 from sftdiff.data import arms as arms_lib
+from sftdiff.data import batch as batch_lib
 from sftdiff.data import filters as filters_lib
 from sftdiff.data import store as store_lib
 from sftdiff.data import store_build
@@ -143,10 +145,13 @@ class DataConfig:
                      "(DataConfig.store_dir = '/path/to/stores') or set data_dir")
 
   def build(self, *, force: bool = False) -> store_lib.JoinedStore:
-    store_dir = self.resolved_store_dir()
     self.register_filters()
+    return self._build_registered(force=force)
+
+  def _build_registered(self, *, force: bool = False) -> store_lib.JoinedStore:
+    """`build` once `register_filters` has run."""
     return store_build.build_store(self.prompt_spec(), self.source_specs(),
-                                  store_dir, missing=self.missing,
+                                  self.resolved_store_dir(), missing=self.missing,
                                   on_error=self.on_error,
                                   prompt_mismatch=self.prompt_mismatch, force=force)
 
@@ -202,35 +207,44 @@ class ArmRecords:
 
 
 @dataclasses.dataclass
-class TrainData:
-  """What the trainer gets: a checkpointable iterator, eval batches, manifest."""
-  train: Any  # grain.DatasetIterator of batches (see pipeline.make_batches)
+class ArmTrainData:
+  """A `batch.TrainData` for one arm, plus the store and the selected records."""
+  train: Iterator[batch_lib.Batch]  # grain.DatasetIterator (see pipeline.make_batches)
   manifest: dict[str, Any]
   store: store_lib.JoinedStore
   train_records: ArmRecords
   eval_records: ArmRecords
   _make_eval: Any = None
 
-  def eval_batches(self) -> list[dict[str, np.ndarray]]:
+  def eval_batches(self) -> list[batch_lib.Batch]:
     """This process's batches of the held-out slice (one pass; [] if empty)."""
     return self._make_eval() if self._make_eval is not None else []
 
 
 def select_arm(data: DataConfig, arm: arms_lib.ArmLike
                ) -> tuple[arms_lib.Arm, store_lib.JoinedStore, np.ndarray]:
-  """Checks the arm (no data read), builds/reuses the store, selects."""
+  """Checks the arm's names (no data read; filters registered once), builds/
+  reuses the store, checks the names only the prompt set knows, selects."""
   arm = data.check_arm(arm)
-  store = data.build()
-  arm = arms_lib.check_arm(arm, sources=store.sources, filters=store.filters,
-                           subsets=store.subsets)
+  store = data._build_registered()  # pylint: disable=protected-access
+  _check_subsets(arm, store.subsets)
   chosen = arms_lib.select_checked(arm, store.selection_columns(), store.sources)
   return arm, store, chosen
+
+
+def _check_subsets(arm: arms_lib.Arm, subsets) -> None:
+  """`subset:<name>` filters name a subset of the prompt set (known once read)."""
+  for name in arms_lib.filters_of(arm):
+    if name.startswith("subset:"):
+      try:
+        filters_lib.check_name(name, sources=(), stored=(), subsets=subsets)
+      except filters_lib.FilterError as e:
+        raise arms_lib.ArmError(f"arm {arm}: {e}") from e
 
 
 @gin.configurable(denylist=["tokenizer"])
 def make_train_data(tokenizer, *, arm: str, seq_len: int, batch_size: int,
                     seed: int, shard_index: int = 0, shard_count: int = 1,
-                    manifest_dir: str | None = None,
                     data: DataConfig | None = None,
                     store_dir: str | None = None,
                     sources: Mapping[str, str] | None = None,
@@ -238,15 +252,15 @@ def make_train_data(tokenizer, *, arm: str, seq_len: int, batch_size: int,
                     overlong: str = "truncate", worker_count: int = 0,
                     num_epochs: int | None = None,
                     arm_name: str | None = None,
-                    train_all_assistant: bool = False) -> TrainData:
+                    train_all_assistant: bool = False) -> ArmTrainData:
   """Builds the arm's mixture and its Grain pipeline (see module docstring).
 
   `store_dir` / `sources` override the DataConfig fields of the same name.
   Only the chosen source's completion turns are trained unless
   `train_all_assistant` (then the prompt's assistant turns too). Per-record
   tokenization failures follow `DataConfig.on_error` (counted by reason in
-  the manifest under 'skip').
-  The manifest is written to `manifest_dir/manifest.json` by shard 0.
+  the manifest under 'skip'). The manifest is returned, not written: the
+  trainer writes it (the one writer of MODEL_DIR/manifest.json).
   """
   from sftdiff.data import pipeline
 
@@ -269,8 +283,6 @@ def make_train_data(tokenizer, *, arm: str, seq_len: int, batch_size: int,
       split={"train": int(len(train_idx)), "eval": int(len(eval_idx)),
              "eval_fraction": eval_fraction},
       on_error=data.on_error, train_all_assistant=train_all_assistant)
-  if manifest_dir and shard_index == 0:
-    manifest_lib.write_manifest(manifest_dir, manifest)
   store.clear_columns()  # Keep only the selection in memory while training.
 
   train_records = ArmRecords(store, train_idx, chosen)
@@ -283,7 +295,7 @@ def make_train_data(tokenizer, *, arm: str, seq_len: int, batch_size: int,
       num_epochs=num_epochs, worker_count=worker_count,
       on_error=data.on_error, train_all_assistant=train_all_assistant)
 
-  def make_eval() -> list[dict[str, np.ndarray]]:
+  def make_eval() -> list[batch_lib.Batch]:
     if len(eval_records) < shard_count:
       return []
     return list(pipeline.make_batches(
@@ -293,6 +305,6 @@ def make_train_data(tokenizer, *, arm: str, seq_len: int, batch_size: int,
         num_epochs=1, worker_count=0, on_error=data.on_error,
         train_all_assistant=train_all_assistant))
 
-  return TrainData(train=iter(train), manifest=manifest, store=store,
+  return ArmTrainData(train=iter(train), manifest=manifest, store=store,
                    train_records=train_records, eval_records=eval_records,
                    _make_eval=make_eval)

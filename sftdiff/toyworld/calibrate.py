@@ -60,9 +60,9 @@ def train(world, name: str, out: str) -> str:
           f"--gin.SEED={_SEED.value}", f"--gin.SEQ_LEN={_SEQ.value}",
           f"--gin.BATCH_SIZE={_BATCH.value}", f"--gin.LEARNING_RATE={_LR.value}",
           f"--gin.WARMUP_STEPS={max(1, _STEPS.value // 10)}",
-          f"--gin.trainer.train.checkpoint_every={_STEPS.value}",
-          "--gin.trainer.train.report_mfu=False", "--gin.trainer.train.eval_every=0",
-          "--gin.trainer.train.log_every=25",
+          f"--gin.CheckpointConfig.save_every={_STEPS.value}",
+          "--gin.LoggingConfig.report_mfu=False", "--gin.LoggingConfig.eval_every=0",
+          "--gin.LoggingConfig.log_every=25",
           f"--gin.train_data.DataConfig.store_dir={os.path.join(out, 'stores')!r}"]
   for key, value in world.data_bindings(prompt_set).items():
     args.append(f"--gin.{key}={value}")

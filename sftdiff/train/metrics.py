@@ -167,3 +167,48 @@ def progress_bar(total: int, initial: int):
     return None
   from tqdm import tqdm
   return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+class RunLog:
+  """One run's metrics rows: throughput over the steps since the last row,
+  the held-out eval loss when due (`LoggingConfig`); single- and multi-arm
+  training log through it."""
+
+  def __init__(self, model_dir: str, config, *, flops_per_token: float,
+               tokens_per_step: int, run_config: Mapping[str, Any]):
+    self.config = config
+    self._name = os.path.basename(model_dir)
+    self.writer = MetricsWriter(model_dir, use_wandb=config.use_wandb,
+                                wandb_project=config.wandb_project,
+                                run_name=self._name, config=run_config)
+    peak = peak_flops_per_second()[0] if config.report_mfu else float("nan")
+    self.throughput = Throughput(flops_per_token, peak)
+    self._tokens_per_step = tokens_per_step
+    self._pending_trainable = []
+    self.last: dict[str, float] = {}
+
+  def after_step(self, step: int, metrics: Mapping[str, Any], is_last: bool,
+                 evaluate) -> dict[str, float] | None:
+    """Records step `step`'s metrics (device arrays, fetched only for a row);
+    `evaluate()` -> the eval loss. Returns the row written, if any."""
+    every = self.config.eval_every
+    self._pending_trainable.append(metrics["trainable_tokens"])
+    if step % self.config.log_every == 0 or is_last:
+      values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      steps = len(self._pending_trainable)
+      trainable = sum(float(t) for t in jax.device_get(self._pending_trainable))
+      self.throughput.add(self._tokens_per_step * steps, trainable, steps=steps)
+      self._pending_trainable.clear()
+      values.update(self.throughput.report())
+      if every and (step % every == 0 or is_last):
+        values["eval_loss"] = evaluate()
+      self.writer.write(step, values)
+      self.last = {"step": step, **values}
+      log.info("%s step %d: %s", self._name, step, format_values(values))
+      return values
+    if every and step % every == 0:
+      self.writer.write(step, {"eval_loss": evaluate()})
+    return None
+
+  def close(self) -> None:
+    self.writer.close()

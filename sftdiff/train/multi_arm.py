@@ -30,17 +30,13 @@ Exit status as `sftdiff.train` (0, 2 configuration error, 143 preempted).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
-import pathlib
 import shlex
 from typing import Any, Sequence
 
 from absl import flags
 from absl import logging as absl_logging
 import jax
-import numpy as np
 
 from sftdiff import cli
 from sftdiff import gin_utils
@@ -71,79 +67,49 @@ _ARM_AXIS = flags.DEFINE_string("arm_axis", None, "vmap: the mesh axis the arms 
 
 @dataclasses.dataclass
 class _Arm:
-  """One arm's run: its config, checkpointer, data, metrics."""
+  """One arm's run: its config, its prepared run (trainer.prepare_run), its log."""
   config: multi_arm_config.ArmConfig
-  ckpt: checkpoints.Checkpointer
-  resume_step: int | None
-  model_cfg: Any
-  host_params: Any
-  data: Any
-  writer: Any = None
-  throughput: Any = None
-  pending_tokens: list = dataclasses.field(default_factory=list)
-  last: dict = dataclasses.field(default_factory=dict)
+  run: trainer.PreparedRun
+  log: metrics_lib.RunLog | None = None
 
   @property
   def settings(self):
     return self.config.settings
 
+  @property
+  def ckpt(self) -> checkpoints.Checkpointer:
+    return self.run.ckpt
 
-def _write_manifest(model_dir: str, data) -> None:
-  # As trainer.train writes it (the data function may have written it already).
-  path = pathlib.Path(model_dir) / "manifest.json"
-  if not path.exists() and getattr(data, "manifest", None) is not None:
-    strict_json.dump(json.loads(json.dumps(data.manifest, default=str)), path)
+  @property
+  def data(self):
+    return self.run.data
 
 
 def _prepare(arm_config, mesh, rules) -> _Arm:
-  """Everything `trainer.train` does before its loop, under the arm's gin."""
+  """What `trainer.train` does before its loop (`trainer.prepare_run`), under
+  the arm's gin."""
   s = arm_config.settings
-  model_dir = arm_config.model_dir
-  primary = jax.process_index() == 0
   with multi_arm_config.activate(arm_config):
-    os.makedirs(model_dir, exist_ok=True)
-    if primary:
-      gin_utils.write_operative_config(model_dir)
-    ckpt = checkpoints.Checkpointer(model_dir, save_every=s["checkpoint_every"],
-                                    keep=s["keep_checkpoints"],
-                                    async_save=s["async_checkpoints"])
-    resume_step = ckpt.latest_step()
-    tok_dir = checkpoints.find_tokenizer_dir(s["tokenizer_dir"], s["initial_checkpoint"],
-                                             model_dir)
-    tokenizer = trainer._load_tokenizer(tok_dir)  # pylint: disable=protected-access
-    if resume_step is None:
-      cfg, host_params = trainer.load_initial_checkpoint(
-          s["initial_checkpoint"], s["model_overrides"],
-          shardings_fn=lambda c: steps.param_shardings(c, mesh, rules))
-    else:
-      cfg = trainer.apply_model_overrides(checkpoints.read_model_config(model_dir),
-                                          s["model_overrides"])
-      host_params = None
-    if primary:
-      checkpoints.copy_tokenizer(tok_dir, pathlib.Path(model_dir) / checkpoints.TOKENIZER)
-      tokenizer.write_chat_template(str(pathlib.Path(model_dir) / checkpoints.TOKENIZER))
-      checkpoints.write_model_config(model_dir, cfg)
-    data = s["data_fn"](tokenizer, arm=s["arm"], seq_len=s["seq_len"],
-                        batch_size=s["batch_size"] // jax.process_count(), seed=s["seed"],
-                        shard_index=jax.process_index(), shard_count=jax.process_count(),
-                        manifest_dir=model_dir)
-    if primary:
-      _write_manifest(model_dir, data)
-  return _Arm(arm_config, ckpt, resume_step, cfg, host_params, data)
+    run = trainer.prepare_run(
+        arm_config.model_dir, mesh=mesh, rules=rules,
+        **{k: s[k] for k in ("initial_checkpoint", "arm", "seed", "batch_size", "seq_len",
+                             "data_fn", "tokenizer_dir", "model_overrides",
+                             "checkpoint_config")})
+  return _Arm(arm_config, run)
 
 
 def _check_together(arms: Sequence[_Arm]) -> None:
   first = arms[0]
   for arm in arms[1:]:
-    if arm.model_cfg != first.model_cfg:
+    if arm.run.model_cfg != first.run.model_cfg:
       raise gin_utils.GinConfigError(
           f"{arm.config.name}: its INITIAL_CHECKPOINT's model differs from "
           f"{first.config.name}'s; arms trained together share one model config")
-  resumes = {a.resume_step for a in arms}
+  resumes = {a.run.resume_step for a in arms}
   if len(resumes) > 1:
     raise cli.InputError(
         "arms are at different checkpoints (" + ", ".join(
-            f"{a.config.model_dir}: {a.resume_step}" for a in arms) +
+            f"{a.config.model_dir}: {a.run.resume_step}" for a in arms) +
         "); train them separately, or together only from the same step")
 
 
@@ -161,15 +127,7 @@ class _Program:
     else:  # exactly the single-arm trainer's step
       self.fns = steps.build(cfg, tx, schedule, mesh, rules, microbatches=s["microbatches"],
                              constrain_activations=s["constrain_activations"])
-    states = []
-    for arm in arms:
-      if arm.resume_step is None:
-        states.append(self.fns.init_state(
-            steps.put_on_mesh(arm.host_params, self.fns.param_shardings)))
-      else:
-        abstract = steps.abstract_state(self.fns.state_shardings, steps.state_shapes(tx, cfg))
-        states.append(arm.ckpt.restore(arm.resume_step, abstract, arm.data.train))
-      arm.host_params = None
+    states = [trainer.initial_state(arm.run, self.fns, tx) for arm in arms]
     self.state = self.stacked.stack(states) if mode == "vmap" else states
 
   def step(self, local_batches):
@@ -196,30 +154,9 @@ def _save(arm, program, i, step, *, force=False):
       arm.ckpt.save(step, program.arm_state(i), arm.data.train, force=True)
 
 
-def _log(arm, program, i, step, metrics, is_last):
-  s = arm.settings
-  arm.pending_tokens.append(metrics["trainable_tokens"])
-  evaluate = s["eval_every"] and (step % s["eval_every"] == 0 or is_last)
-  if step % s["log_every"] == 0 or is_last:
-    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    trainable = sum(float(t) for t in jax.device_get(arm.pending_tokens))
-    arm.throughput.add(s["batch_size"] * s["seq_len"] * len(arm.pending_tokens), trainable,
-                       steps=len(arm.pending_tokens))
-    arm.pending_tokens.clear()
-    values.update(arm.throughput.report())
-    if evaluate:
-      values["eval_loss"] = _evaluate(arm, program, i)
-    arm.writer.write(step, values)
-    arm.last = {"step": step, **values}
-    log.info("%s step %d: %s", arm.config.model_dir, step, metrics_lib.format_values(values))
-  elif s["eval_every"] and step % s["eval_every"] == 0:
-    arm.writer.write(step, {"eval_loss": _evaluate(arm, program, i)})
-
-
 def _evaluate(arm, program, i) -> float:
-  params = program.arm_state(i)["params"]
-  return trainer._evaluate(program.fns, params, arm.data,  # pylint: disable=protected-access
-                           arm.settings["batch_size"])
+  return trainer.evaluate(program.fns, program.arm_state(i)["params"], arm.data,
+                          arm.settings["batch_size"])
 
 
 def resolve_mode(mode: str, arm_axis: str | None) -> str:
@@ -255,20 +192,16 @@ def train_arms(arm_configs: Sequence[multi_arm_config.ArmConfig], *, mode: str =
 
   arms = [_prepare(c, mesh, rules) for c in arm_configs]
   _check_together(arms)
-  cfg, train_steps = arms[0].model_cfg, s["train_steps"]
-  start = arms[0].resume_step or 0
+  cfg, train_steps = arms[0].run.model_cfg, s["train_steps"]
+  start = arms[0].run.resume_step or 0
   with multi_arm_config.activate(arm_configs[0]):  # optimiser and loss gin (shared)
     tx, schedule = optim.make_optimizer(train_steps)
     program = _Program(arms, cfg, tx, schedule, mesh, partition_config.rules, mode=mode,
                        arm_axis=arm_axis)
-  peak = metrics_lib.peak_flops_per_second()[0] if s["report_mfu"] else float("nan")
   for arm in arms:
-    arm.writer = metrics_lib.MetricsWriter(
-        arm.config.model_dir, use_wandb=arm.settings["use_wandb"],
-        wandb_project=arm.settings["wandb_project"],
-        run_name=os.path.basename(arm.config.model_dir),
-        config={"arm": arm.settings["arm"], "seed": arm.settings["seed"]})
-    arm.throughput = metrics_lib.Throughput(cfg.flops_per_token(s["seq_len"]), peak)
+    arm.log = trainer.run_log(arm.run, arm.settings["logging_config"],
+                              **{k: arm.settings[k] for k in ("arm", "seed", "batch_size",
+                                                              "seq_len")})
   sigterm = trainer._SigtermFlag()  # pylint: disable=protected-access
   sigterm.install()
   try:
@@ -279,7 +212,8 @@ def train_arms(arm_configs: Sequence[multi_arm_config.ArmConfig], *, mode: str =
       is_last = step == train_steps
       for i, (arm, metrics) in enumerate(zip(arms, per_arm)):
         _save(arm, program, i, step)
-        _log(arm, program, i, step, metrics, is_last)
+        arm.log.after_step(step, metrics, is_last,
+                           lambda arm=arm, i=i: _evaluate(arm, program, i))
       if not is_last and sigterm.any_process():
         for i, arm in enumerate(arms):
           _save(arm, program, i, step, force=True)
@@ -290,18 +224,15 @@ def train_arms(arm_configs: Sequence[multi_arm_config.ArmConfig], *, mode: str =
       if arm.ckpt.latest_step() != train_steps:
         _save(arm, program, i, train_steps, force=True)
       arm.ckpt.wait()
-      if arm.settings["export_hf"]:
-        checkpoints.export_hf(arm.config.model_dir, cfg, program.arm_state(i)["params"],
-                              dtype=arm.settings["export_dtype"],
-                              tokenizer_dir=pathlib.Path(arm.config.model_dir) /
-                              checkpoints.TOKENIZER)
+      trainer.export_hf(arm.run, program.arm_state(i)["params"],
+                        arm.settings["checkpoint_config"])
   finally:
     sigterm.uninstall()
     for arm in arms:
-      if arm.writer is not None:
-        arm.writer.close()
+      if arm.log is not None:
+        arm.log.close()
       arm.ckpt.close()
-  return [arm.last for arm in arms]
+  return [arm.log.last for arm in arms]
 
 
 def arm_argvs(shared: Sequence[str], arm_flags: Sequence[str],

@@ -73,7 +73,9 @@ def _parse(files, bindings, paths) -> None:
 
 
 def _train_settings() -> dict[str, Any]:
-  """trainer.train's keyword arguments as the active gin config sets them."""
+  """trainer.train's keyword arguments as the active gin config sets them
+  (grouped configs built from gin when unbound, as `trainer.train` does)."""
+  from sftdiff.train import run_config  # pylint: disable=g-import-not-at-top
   from sftdiff.train import trainer  # pylint: disable=g-import-not-at-top
   signature = inspect.signature(trainer.train.__wrapped__)
   settings = {name: p.default for name, p in signature.parameters.items()
@@ -82,6 +84,8 @@ def _train_settings() -> dict[str, Any]:
   missing = [k for k, v in settings.items() if v is gin.REQUIRED]
   if missing:
     raise gin_utils.GinConfigError(f"trainer.train: {missing} not bound")
+  settings["checkpoint_config"] = run_config.checkpoint_config(settings["checkpoint_config"])
+  settings["logging_config"] = run_config.logging_config(settings["logging_config"])
   return settings
 
 

@@ -83,13 +83,6 @@ def build(model_cfg, tx, schedule, mesh, rules, *, arm_axis: str | None = None,
 
 
 def stacked_batch(local_batches, sharding: NamedSharding, global_batch_size: int):
-  """Per-arm local batches -> one global [A, B, ...] array per feature."""
-  local = {k: np.stack([b[k] for b in local_batches]) for k in local_batches[0]}
-  if jax.process_count() == 1:
-    for name, value in local.items():
-      if value.shape[1] != global_batch_size:
-        raise ValueError(f"batch feature {name!r} has {value.shape[1]} rows; the global "
-                         f"batch size is {global_batch_size}")
-    return jax.device_put(local, sharding)
-  return {k: jax.make_array_from_process_local_data(
-      sharding, v, (v.shape[0], global_batch_size, *v.shape[2:])) for k, v in local.items()}
+  """Per-arm local `Batch`es -> one `Batch` of global [A, B, ...] arrays."""
+  local = jax.tree.map(lambda *x: np.stack(x), *local_batches)
+  return partitioning.global_batch(local, sharding, global_batch_size, batch_axis=1)

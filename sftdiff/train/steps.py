@@ -21,8 +21,9 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding
 
-from sftdiff.models import decoder
 from sftdiff import partitioning
+from sftdiff.data import batch as batch_lib
+from sftdiff.models import decoder
 from sftdiff.train import chunked_loss
 
 log = logging.getLogger(__name__)
@@ -30,25 +31,25 @@ log = logging.getLogger(__name__)
 BATCH_AXES = ("batch", "length")
 
 
-def token_loss_sums(model: nn.Module, params, batch,
+def token_loss_sums(model: nn.Module, params, batch: batch_lib.Batch,
                     vocab_chunk: int = 0) -> tuple[jax.Array, jax.Array]:
   """(sum of masked token cross-entropies, number of trainable tokens), f32.
   `vocab_chunk` > 0: the vocabulary-chunked loss (sftdiff/train/chunked_loss.py)."""
   if vocab_chunk:
-    hidden_BxLxE, _ = model.apply({"params": params}, batch["input_ids"], batch["positions"],
-                                  batch["segment_ids"], return_hidden=True)
+    hidden_BxLxE, _ = model.apply({"params": params}, batch.input_ids, batch.positions,
+                                  batch.segment_ids, return_hidden=True)
     losses_BxL = chunked_loss.token_cross_entropies(
-        model.config, params, hidden_BxLxE, batch["target_ids"], vocab_chunk)
+        model.config, params, hidden_BxLxE, batch.target_ids, vocab_chunk)
   else:
-    logits_BxLxV, _ = model.apply({"params": params}, batch["input_ids"], batch["positions"],
-                                  batch["segment_ids"])
+    logits_BxLxV, _ = model.apply({"params": params}, batch.input_ids, batch.positions,
+                                  batch.segment_ids)
     losses_BxL = optax.softmax_cross_entropy_with_integer_labels(
-        logits_BxLxV.astype(jnp.float32), batch["target_ids"])
-  mask_BxL = batch["loss_mask"].astype(jnp.float32)
+        logits_BxLxV.astype(jnp.float32), batch.target_ids)
+  mask_BxL = batch.loss_mask.astype(jnp.float32)
   return jnp.sum(losses_BxL * mask_BxL), jnp.sum(mask_BxL)
 
 
-def _split_microbatches(batch, k: int):
+def _split_microbatches(batch: batch_lib.Batch, k: int) -> batch_lib.Batch:
   """[B, ...] -> [k, B/k, ...]; microbatch j takes rows j, j+k, ... so each
   microbatch stays spread over every batch shard."""
   def split(x):
@@ -60,8 +61,8 @@ def _split_microbatches(batch, k: int):
 class StepFunctions:
   """Compiled step functions plus the shardings they were compiled for."""
   init_state: Any     # params -> state
-  train_step: Any     # (state, batch) -> (state, metrics)
-  eval_step: Any      # (params, batch) -> (loss_sum, tokens)
+  train_step: Any     # (state, Batch) -> (state, metrics)
+  eval_step: Any      # (params, Batch) -> (loss_sum, tokens)
   state_shardings: Any
   param_shardings: Any
   batch_sharding: NamedSharding
@@ -131,8 +132,7 @@ def build(model_cfg, tx: optax.GradientTransformation, schedule, mesh, rules, *,
   def eval_step(params, batch):
     return token_loss_sums(model, params, batch, loss_chunk)
 
-  batch_shardings = {k: b_sharding for k in
-                     ("input_ids", "target_ids", "loss_mask", "segment_ids", "positions")}
+  batch_shardings = batch_lib.Batch.filled(b_sharding)
   # Traced under the mesh + rules, so the model's activation constraints apply.
   jit_init = partitioner.jit(init_state, in_shardings=(p_shardings,), out_shardings=s_shardings)
   # The old state is donated: updated in place. (orbax copies a state to host

@@ -17,15 +17,18 @@ import gin
 import grain
 import numpy as np
 
-FEATURES = ("input_ids", "target_ids", "loss_mask", "segment_ids", "positions")
+from sftdiff.data import batch as batch_lib
 
 
 @dataclasses.dataclass
 class SyntheticTrainData:
-  """Same attributes as `sftdiff.data.train_data.TrainData`."""
-  train: Any
-  eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]
-  manifest: dict
+  """A `sftdiff.data.batch.TrainData`."""
+  train: Iterator[batch_lib.Batch]
+  manifest: dict[str, Any]
+  _make_eval: Callable[[], Iterator[batch_lib.Batch]]
+
+  def eval_batches(self) -> Iterator[batch_lib.Batch]:
+    return self._make_eval()
 
 
 def _row(seed: int, step: int, row: int, seq_len: int, vocab_size: int) -> dict[str, np.ndarray]:
@@ -36,7 +39,7 @@ def _row(seed: int, step: int, row: int, seq_len: int, vocab_size: int) -> dict[
   cuts = np.sort(rng.choice(np.arange(1, used), size=min(num_segments - 1, used - 1),
                             replace=False)) if used > 1 else np.array([], int)
   bounds = [0, *cuts.tolist(), used]
-  out = {k: np.zeros(seq_len, np.int32) for k in FEATURES}
+  out = {k: np.zeros(seq_len, np.int32) for k in batch_lib.FEATURES}
   # Low ids are reserved (pad etc.); learnable structure: next = (3 * cur + 1) % V.
   for seg, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]), start=1):
     length = hi - lo + 1
@@ -54,19 +57,21 @@ def _row(seed: int, step: int, row: int, seq_len: int, vocab_size: int) -> dict[
   return out
 
 
-def make_batch(seed: int, step: int, rows: range, seq_len: int, vocab_size: int):
+def make_batch(seed: int, step: int, rows: range, seq_len: int,
+               vocab_size: int) -> batch_lib.Batch:
   rows_ = [_row(seed, step, r, seq_len, vocab_size) for r in rows]
-  return {k: np.stack([r[k] for r in rows_]) for k in FEATURES}
+  return batch_lib.Batch.from_features(
+      {k: np.stack([r[k] for r in rows_]) for k in batch_lib.FEATURES})
 
 
 @gin.configurable
 def synthetic_train_data(tokenizer=None, *, arm: str = "synthetic", seq_len: int,
                          batch_size: int, seed: int, shard_index: int = 0,
-                         shard_count: int = 1, manifest_dir: str | None = None,
+                         shard_count: int = 1,
                          vocab_size: int = 256, num_eval_batches: int = 2,
-                         global_batch_size: int | None = None, **unused):
-  """`make_train_data`-compatible source; `batch_size` is per process."""
-  del tokenizer, manifest_dir, unused
+                         global_batch_size: int | None = None) -> SyntheticTrainData:
+  """A `trainer.train.data_fn` like `make_train_data`; `batch_size` is per process."""
+  del tokenizer
   if vocab_size <= 8:
     raise ValueError(f"synthetic_train_data.vocab_size={vocab_size} must be > 8")
   global_batch_size = global_batch_size or batch_size * shard_count
@@ -83,5 +88,5 @@ def synthetic_train_data(tokenizer=None, *, arm: str = "synthetic", seq_len: int
     for i in range(num_eval_batches):
       yield make_batch(seed + 1_000_003, i, rows, seq_len, vocab_size)
 
-  return SyntheticTrainData(train=train, eval_batches=eval_batches,
+  return SyntheticTrainData(train=train, _make_eval=eval_batches,
                             manifest={"arm": arm, "source": "synthetic", "seed": seed})

@@ -9,7 +9,7 @@ see a preemption and rerun).
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import pathlib
@@ -21,16 +21,18 @@ import gin
 import jax
 import numpy as np
 
-from sftdiff import layout
-from sftdiff import strict_json
 from sftdiff import gin_utils
+from sftdiff import layout
+from sftdiff import partitioning
+from sftdiff.data import batch as batch_lib
+from sftdiff.data import manifest as manifest_lib
 # Registers `chat_tokenizer.*` (template choice) before gin files are parsed.
 from sftdiff.data import tokenizer as tokenizer_lib
 from sftdiff.models import config as model_config_lib
 from sftdiff.train import checkpoints
 from sftdiff.train import metrics as metrics_lib
 from sftdiff.train import optim
-from sftdiff import partitioning
+from sftdiff.train import run_config
 from sftdiff.train import steps
 
 log = logging.getLogger(__name__)
@@ -123,7 +125,8 @@ def _check_batch_layout(batch_size, microbatches, divisor, process_count):
                      f"{process_count} processes")
 
 
-def _evaluate(fns, params, data, batch_size) -> float:
+def evaluate(fns, params, data: batch_lib.TrainData, batch_size: int) -> float:
+  """Mean token loss over `data.eval_batches()` (0.0 when there are none)."""
   loss_sum, tokens = 0.0, 0.0
   for local in data.eval_batches():
     batch = partitioning.global_batch(local, fns.batch_sharding, batch_size)
@@ -131,6 +134,94 @@ def _evaluate(fns, params, data, batch_size) -> float:
     loss_sum += float(l)
     tokens += float(t)
   return loss_sum / max(tokens, 1.0)
+
+
+@dataclasses.dataclass
+class PreparedRun:
+  """One arm's run as its loop starts: the model dir is laid out (config.gin,
+  tokenizer/, model_config.json, manifest.json), the data stream is built and
+  the params are loaded (None when resuming: the checkpoint has everything)."""
+  model_dir: str
+  ckpt: checkpoints.Checkpointer
+  resume_step: int | None
+  model_cfg: model_config_lib.ModelConfig
+  host_params: Any
+  data: batch_lib.TrainData
+
+
+def write_manifest(model_dir: str, data: batch_lib.TrainData) -> None:
+  """The one writer of MODEL_DIR/manifest.json (process 0): the data's manifest."""
+  if jax.process_index() == 0:
+    manifest_lib.write_manifest(model_dir, data.manifest)
+
+
+def prepare_run(model_dir: str, *, initial_checkpoint: str, arm: str, seed: int,
+                batch_size: int, seq_len: int, data_fn: Callable[..., Any],
+                tokenizer_dir: str | None, model_overrides: Mapping[str, Any] | None,
+                checkpoint_config: run_config.CheckpointConfig, mesh, rules) -> PreparedRun:
+  """Everything before the loop, for `train` and multi-arm training alike."""
+  model_dir = str(pathlib.Path(model_dir).absolute())
+  os.makedirs(model_dir, exist_ok=True)
+  primary = jax.process_index() == 0
+  if primary:
+    gin_utils.write_operative_config(model_dir)
+  ckpt = checkpoints.Checkpointer(model_dir, save_every=checkpoint_config.save_every,
+                                  keep=checkpoint_config.keep,
+                                  async_save=checkpoint_config.async_save)
+  resume_step = ckpt.latest_step()
+  tok_dir = checkpoints.find_tokenizer_dir(tokenizer_dir, initial_checkpoint, model_dir)
+  tokenizer = _load_tokenizer(tok_dir)
+  if resume_step is None:
+    cfg, host_params = load_initial_checkpoint(
+        initial_checkpoint, model_overrides,
+        shardings_fn=lambda c: steps.param_shardings(c, mesh, rules))
+  else:  # the initial params are not needed: the checkpoint has everything
+    cfg = apply_model_overrides(checkpoints.read_model_config(model_dir), model_overrides)
+    host_params = None
+  if primary:
+    checkpoints.copy_tokenizer(tok_dir, layout.tokenizer_dir(model_dir))
+    # The template trained with (possibly chosen in gin) goes with the model.
+    tokenizer.write_chat_template(layout.tokenizer_dir(model_dir))
+    checkpoints.write_model_config(model_dir, cfg)
+  data = data_fn(tokenizer, arm=arm, seq_len=seq_len,
+                 batch_size=batch_size // jax.process_count(), seed=seed,
+                 shard_index=jax.process_index(), shard_count=jax.process_count())
+  if not isinstance(data, batch_lib.TrainData):
+    raise gin_utils.GinConfigError(
+        f"trainer.train.data_fn={getattr(data_fn, '__name__', data_fn)!r} returned a "
+        f"{type(data).__name__}, not a sftdiff.data.batch.TrainData (train, "
+        "eval_batches(), manifest)")
+  write_manifest(model_dir, data)
+  return PreparedRun(model_dir, ckpt, resume_step, cfg, host_params, data)
+
+
+def initial_state(run: PreparedRun, fns: steps.StepFunctions, tx):
+  """The train state the loop starts from: the initial params' fresh state, or
+  the resume step's (restoring the data iterator with it)."""
+  if run.resume_step is None:
+    state = fns.init_state(steps.put_on_mesh(run.host_params, fns.param_shardings))
+  else:
+    abstract = steps.abstract_state(fns.state_shardings, steps.state_shapes(tx, run.model_cfg))
+    state = run.ckpt.restore(run.resume_step, abstract, run.data.train)
+    log.info("resumed from %s/%d", run.ckpt.directory, run.resume_step)
+  run.host_params = None
+  return state
+
+
+def export_hf(run: PreparedRun, params, checkpoint_config: run_config.CheckpointConfig):
+  """The final HF export to MODEL_DIR/hf/, when `CheckpointConfig.export_hf`."""
+  if checkpoint_config.export_hf:
+    checkpoints.export_hf(run.model_dir, run.model_cfg, params,
+                          dtype=checkpoint_config.export_dtype,
+                          tokenizer_dir=layout.tokenizer_dir(run.model_dir))
+
+
+def run_log(run: PreparedRun, logging_config: run_config.LoggingConfig, *, arm: str,
+            seed: int, batch_size: int, seq_len: int) -> metrics_lib.RunLog:
+  return metrics_lib.RunLog(run.model_dir, logging_config,
+                            flops_per_token=run.model_cfg.flops_per_token(seq_len),
+                            tokens_per_step=batch_size * seq_len,
+                            run_config={"arm": arm, "seed": seed})
 
 
 @gin.configurable(denylist=["model_dir"])
@@ -142,76 +233,36 @@ def train(model_dir: str, *, initial_checkpoint: str = gin.REQUIRED, arm: str = 
           model_overrides: Mapping[str, Any] | None = None,
           partition_config: partitioning.PartitionConfig | None = None,
           constrain_activations: bool = True,
-          checkpoint_every: int = 100, keep_checkpoints: int | None = 3,
-          async_checkpoints: bool = True,
-          log_every: int = 10, eval_every: int = 0,
-          report_mfu: bool = True,
-          export_hf: bool = False, export_dtype: str = "float32",
-          use_wandb: bool = False, wandb_project: str | None = None) -> dict[str, float]:
-  """Trains one arm; returns the final step's metrics (incl. eval_loss)."""
-  model_dir = str(pathlib.Path(model_dir).absolute())
-  os.makedirs(model_dir, exist_ok=True)
-  primary = jax.process_index() == 0
-  if primary:
-    gin_utils.write_operative_config(model_dir)
+          checkpoint_config: run_config.CheckpointConfig | None = None,
+          logging_config: run_config.LoggingConfig | None = None) -> dict[str, float]:
+  """Trains one arm; returns the final step's metrics (incl. eval_loss).
+
+  `checkpoint_config` / `logging_config`: None builds them from gin's
+  `CheckpointConfig.*` / `LoggingConfig.*` bindings."""
+  checkpoint_config = run_config.checkpoint_config(checkpoint_config)
+  logging_config = run_config.logging_config(logging_config)
   partition_config = partition_config or partitioning.PartitionConfig()
   rules = partition_config.rules
   mesh = partitioning.make_mesh(partition_config)
   _check_batch_layout(batch_size, microbatches, partitioning.batch_divisor(mesh, rules),
                       jax.process_count())
-
-  ckpt = checkpoints.Checkpointer(model_dir, save_every=checkpoint_every,
-                                  keep=keep_checkpoints, async_save=async_checkpoints)
-  resume_step = ckpt.latest_step()
-  tok_dir = checkpoints.find_tokenizer_dir(tokenizer_dir, initial_checkpoint, model_dir)
-  tokenizer = _load_tokenizer(tok_dir)
-
-  if resume_step is None:
-    cfg, host_params = load_initial_checkpoint(
-        initial_checkpoint, model_overrides,
-        shardings_fn=lambda c: steps.param_shardings(c, mesh, rules))
-  else:  # the initial params are not needed: the checkpoint has everything
-    cfg = apply_model_overrides(checkpoints.read_model_config(model_dir), model_overrides)
-    host_params = None
-  if primary:
-    checkpoints.copy_tokenizer(tok_dir, pathlib.Path(model_dir) / checkpoints.TOKENIZER)
-    # The template trained with (possibly chosen in gin) goes with the model.
-    tokenizer.write_chat_template(str(pathlib.Path(model_dir) / checkpoints.TOKENIZER))
-    checkpoints.write_model_config(model_dir, cfg)
+  run = prepare_run(model_dir, initial_checkpoint=initial_checkpoint, arm=arm, seed=seed,
+                    batch_size=batch_size, seq_len=seq_len, data_fn=data_fn,
+                    tokenizer_dir=tokenizer_dir, model_overrides=model_overrides,
+                    checkpoint_config=checkpoint_config, mesh=mesh, rules=rules)
+  ckpt, data, cfg = run.ckpt, run.data, run.model_cfg
 
   tx, schedule = optim.make_optimizer(train_steps)
   fns = steps.build(cfg, tx, schedule, mesh, rules, microbatches=microbatches,
                     constrain_activations=constrain_activations)
-  data = data_fn(tokenizer, arm=arm, seq_len=seq_len,
-                 batch_size=batch_size // jax.process_count(), seed=seed,
-                 shard_index=jax.process_index(), shard_count=jax.process_count(),
-                 manifest_dir=model_dir)
-  manifest_path = pathlib.Path(layout.manifest_path(model_dir))
-  if primary and not manifest_path.exists() and getattr(data, "manifest", None) is not None:
-    strict_json.dump(json.loads(json.dumps(data.manifest, default=str)), manifest_path)
+  start = run.resume_step or 0
+  state = initial_state(run, fns, tx)
 
-  if resume_step is None:
-    state = fns.init_state(steps.put_on_mesh(host_params, fns.param_shardings))
-    start = 0
-  else:
-    abstract = steps.abstract_state(fns.state_shardings, steps.state_shapes(tx, cfg))
-    state = ckpt.restore(resume_step, abstract, data.train)
-    start = resume_step
-    log.info("resumed from %s/%d", ckpt.directory, resume_step)
-  del host_params
-
-  flops_per_token = cfg.flops_per_token(seq_len)
-  peak = metrics_lib.peak_flops_per_second()[0] if report_mfu else float("nan")
-  writer = metrics_lib.MetricsWriter(model_dir, use_wandb=use_wandb,
-                                     wandb_project=wandb_project,
-                                     run_name=os.path.basename(model_dir),
-                                     config={"arm": arm, "seed": seed})
-  throughput = metrics_lib.Throughput(flops_per_token, peak)
+  logger = run_log(run, logging_config, arm=arm, seed=seed, batch_size=batch_size,
+                   seq_len=seq_len)
   bar = metrics_lib.progress_bar(train_steps, start)
   sigterm = _SigtermFlag()
   sigterm.install()
-  last: dict[str, float] = {}
-  pending_tokens = []
   try:
     step = start
     while step < train_steps:
@@ -219,27 +270,15 @@ def train(model_dir: str, *, initial_checkpoint: str = gin.REQUIRED, arm: str = 
       batch = partitioning.global_batch(local, fns.batch_sharding, batch_size)
       state, step_metrics = fns.train_step(state, batch)
       step += 1
-      pending_tokens.append(step_metrics["trainable_tokens"])
       ckpt.save(step, state, data.train)
       if bar is not None:
         bar.update(1)
       is_last = step == train_steps
-      if step % log_every == 0 or is_last:
-        values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-        trainable = sum(float(t) for t in jax.device_get(pending_tokens))
-        throughput.add(batch_size * seq_len * len(pending_tokens), trainable,
-                       steps=len(pending_tokens))
-        pending_tokens.clear()
-        values.update(throughput.report())
-        if eval_every and (step % eval_every == 0 or is_last):
-          values["eval_loss"] = _evaluate(fns, state["params"], data, batch_size)
-        writer.write(step, values)
-        last = {"step": step, **values}
-        if bar is not None:
-          bar.set_postfix(loss=f"{values['loss']:.4f}")
-        log.info("step %d: %s", step, metrics_lib.format_values(values))
-      elif eval_every and step % eval_every == 0:
-        writer.write(step, {"eval_loss": _evaluate(fns, state["params"], data, batch_size)})
+      values = logger.after_step(
+          step, step_metrics, is_last,
+          lambda: evaluate(fns, state["params"], data, batch_size))  # pylint: disable=cell-var-from-loop
+      if values is not None and bar is not None:
+        bar.set_postfix(loss=f"{values['loss']:.4f}")
       if not is_last and sigterm.any_process():
         ckpt.save(step, state, data.train, force=True)
         ckpt.wait()
@@ -248,13 +287,14 @@ def train(model_dir: str, *, initial_checkpoint: str = gin.REQUIRED, arm: str = 
     if ckpt.latest_step() != train_steps:
       ckpt.save(train_steps, state, data.train, force=True)  # no-op if just saved
     ckpt.wait()
-    if export_hf:
-      checkpoints.export_hf(model_dir, cfg, state["params"], dtype=export_dtype,
-                            tokenizer_dir=pathlib.Path(model_dir) / checkpoints.TOKENIZER)
+    export_hf(run, state["params"], checkpoint_config)
   finally:
     sigterm.uninstall()
     if bar is not None:
       bar.close()
-    writer.close()
+    logger.close()
     ckpt.close()
-  return last
+  return logger.last
+
+
+gin_utils.register_moved(train, run_config.MOVED)

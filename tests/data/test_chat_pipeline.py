@@ -90,7 +90,7 @@ def test_skip_counts_the_failed_record_and_trains_the_rest(setup, tmp_path):
   assert "cannot render BOOM" in tok["failed_examples"][0]
   assert tok["chat_template"]["origin"].endswith("t.jinja")
   batches = list(data.train)
-  assert sum(int(b["loss_mask"].sum()) for b in batches) == data.manifest[
+  assert sum(int(b.loss_mask.sum()) for b in batches) == data.manifest[
       "trainable_tokens"]["s"]
   assert data.train.stats.failed == 1
   assert data.train.stats.examples == 5
@@ -114,7 +114,7 @@ def test_only_the_completion_is_trained_unless_asked(setup, tmp_path):
   per_record_extra = len(tok.encode("Earlier answer.<|im_end|>"))
   assert (every.manifest["trainable_tokens"]["s"]
           == data.manifest["trainable_tokens"]["s"] + 5 * per_record_extra)
-  total = sum(int(b["loss_mask"].sum()) for b in every.train)
+  total = sum(int(b.loss_mask.sum()) for b in every.train)
   assert total == every.manifest["trainable_tokens"]["s"]
 
 
@@ -175,6 +175,6 @@ def test_prompt_tools_reach_the_template_through_the_store(setup, tmp_path):
   assert all("tools" not in by_id[p] for p in ("p0", "p2", "p3"))
   rendered = tok.render(by_id["p1"]["messages"], tools=by_id["p1"]["tools"])
   assert "TOOLS get_weather" in rendered
-  trained_text = "".join(tok.decode(b["input_ids"].reshape(-1), skip_special_tokens=False)
+  trained_text = "".join(tok.decode(b.input_ids.reshape(-1), skip_special_tokens=False)
                          for b in data.train)
   assert trained_text.count("TOOLS get_weather") == 1  # p1's example, and only it

@@ -61,9 +61,9 @@ def test_train_binary_with_real_template_and_vocabulary(tmp_path, template, voca
           "--gin.partitioning.PartitionConfig.num_devices=1",
           f"--gin.MODEL_DIR='{run}'", f"--gin.INITIAL_CHECKPOINT='{init}'",
           "--gin.ARM='s'", "--gin.TRAIN_STEPS=2", "--gin.SEED=0", "--gin.BATCH_SIZE=2",
-          "--gin.SEQ_LEN=256", "--gin.trainer.train.checkpoint_every=2",
-          "--gin.trainer.train.log_every=1", "--gin.trainer.train.eval_every=0",
-          "--gin.trainer.train.report_mfu=False", "--gin.make_train_data.eval_fraction=0.0"]
+          "--gin.SEQ_LEN=256", "--gin.CheckpointConfig.save_every=2",
+          "--gin.LoggingConfig.log_every=1", "--gin.LoggingConfig.eval_every=0",
+          "--gin.LoggingConfig.report_mfu=False", "--gin.make_train_data.eval_fraction=0.0"]
   env = {**os.environ, "JAX_PLATFORMS": "cpu",
          "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
   proc = subprocess.run([sys.executable, "-m", "sftdiff.train", *args], cwd=REPO, env=env,

@@ -8,6 +8,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from sftdiff.data import chat
+from sftdiff.data.batch import Batch, FEATURES
 from sftdiff.data import pipeline
 from sftdiff.data import tokenizer as tokenizer_lib
 from sftdiff.testing import tokenizer as test_tokenizer
@@ -64,7 +65,7 @@ def _order(batches, examples):
   """Record indices in the order their examples appear in the batches."""
   order = []
   for b in batches:
-    for row_ids, row_seg in zip(b["input_ids"], b["segment_ids"]):
+    for row_ids, row_seg in zip(b.input_ids, b.segment_ids):
       for s in range(1, row_seg.max() + 1):
         order.append(examples[tuple(row_ids[row_seg == s].tolist())][0])
   return order
@@ -73,24 +74,25 @@ def _order(batches, examples):
 def _assert_same(a, b):
   assert len(a) == len(b)
   for x, y in zip(a, b):
-    assert sorted(x) == sorted(pipeline.BATCH_FEATURES) == sorted(y)
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+    assert isinstance(x, Batch) and isinstance(y, Batch)
+    for k in FEATURES:
+      np.testing.assert_array_equal(getattr(x, k), getattr(y, k), err_msg=k)
 
 
 def test_batches_hold_exactly_the_tokenized_examples(tok, examples):
   batches, it = _batches(tok, num_epochs=1)
   for b in batches:
-    for k in pipeline.BATCH_FEATURES:
-      assert b[k].shape == (2, 128) and b[k].dtype == np.int32, k
+    assert isinstance(b, Batch)
+    for k, v in b.features().items():
+      assert v.shape == (2, 128) and v.dtype == np.int32, k
     for r in range(2):
-      seg = b["segment_ids"][r]
+      seg = b.segment_ids[r]
       for s in range(1, seg.max() + 1):
         sel = seg == s
-        _, ex = examples[tuple(b["input_ids"][r][sel].tolist())]
-        np.testing.assert_array_equal(b["target_ids"][r][sel], ex.ids[1:])
-        np.testing.assert_array_equal(b["loss_mask"][r][sel], ex.mask[1:])
-        np.testing.assert_array_equal(b["positions"][r][sel], np.arange(sel.sum()))
+        _, ex = examples[tuple(b.input_ids[r][sel].tolist())]
+        np.testing.assert_array_equal(b.target_ids[r][sel], ex.ids[1:])
+        np.testing.assert_array_equal(b.loss_mask[r][sel], ex.mask[1:])
+        np.testing.assert_array_equal(b.positions[r][sel], np.arange(sel.sum()))
   assert sorted(_order(batches, examples)) == list(range(NUM_RECORDS))
   total_trainable = sum(ex.num_trainable for _, ex in examples.values())
   assert it.stats.examples == NUM_RECORDS

@@ -1,6 +1,6 @@
 """make_train_data end to end with the test tokenizer."""
 
-import json
+import dataclasses
 import os
 
 import gin
@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from sftdiff import gin_utils
+from sftdiff import strict_json
 from sftdiff.data import arms
+from sftdiff.data.batch import Batch, TrainData
 from sftdiff.data import example_data
 from sftdiff.data import filters
 from sftdiff.data import store_build
@@ -30,20 +32,21 @@ def setup(tmp_path_factory):
 
 def _make(setup, arm, **kw):
   d, tok, cfg = setup
-  args = dict(seq_len=48, batch_size=2, seed=0, manifest_dir=None, data=cfg,
+  args = dict(seq_len=48, batch_size=2, seed=0, data=cfg,
               eval_fraction=0.25)
   args.update(kw)
   return train_data.make_train_data(tok, arm=arm, **args)
 
 
-def test_batches_manifest_and_disjoint_eval(setup, tmp_path):
+def test_batches_manifest_and_disjoint_eval(setup):
   arm = "Patch(base='alt', patch='teacher', where='date_mentions')"
-  data = _make(setup, arm, manifest_dir=str(tmp_path / "model"))
+  data = _make(setup, arm)
   batch = next(data.train)
-  assert set(batch) == {"input_ids", "target_ids", "loss_mask", "segment_ids",
-                        "positions"}
-  assert all(v.shape == (2, 48) for v in batch.values())
-  assert batch["loss_mask"].sum() > 0
+  assert isinstance(batch, Batch) and isinstance(data, TrainData)
+  assert list(batch.features()) == ["input_ids", "target_ids", "loss_mask", "segment_ids",
+                                    "positions"]
+  assert all(v.shape == (2, 48) for v in batch.features().values())
+  assert batch.loss_mask.sum() > 0
   train_ids = {data.train_records[i]["prompt_id"] for i in range(len(data.train_records))}
   eval_ids = {data.eval_records[i]["prompt_id"] for i in range(len(data.eval_records))}
   assert eval_ids and not train_ids & eval_ids
@@ -52,10 +55,10 @@ def test_batches_manifest_and_disjoint_eval(setup, tmp_path):
   assert m["split"] == {"train": len(train_ids), "eval": len(eval_ids),
                         "eval_fraction": 0.25}
   assert m["counts"]["teacher"]["_total"] == 4
-  with open(tmp_path / "model" / "manifest.json") as f:
-    assert json.load(f)["selection_hash"] == m["selection_hash"]
+  # The manifest is strict JSON for the trainer (its one writer) to write.
+  assert strict_json.loads(strict_json.dumps(m))["selection_hash"] == m["selection_hash"]
   evals = data.eval_batches()
-  assert evals and all(b["input_ids"].shape == (2, 48) for b in evals)
+  assert evals and all(b.input_ids.shape == (2, 48) for b in evals)
   # Records carry the arm's choice: date prompts train on the teacher.
   for i in range(len(data.train_records)):
     r = data.train_records[i]
@@ -81,7 +84,7 @@ def test_shards_are_disjoint(setup):
                  num_epochs=1, batch_size=1, seq_len=80, packing="none")
     ids = []
     for b in data.train:
-      ids.append(tuple(b["input_ids"][0][b["segment_ids"][0] > 0]))
+      ids.append(tuple(b.input_ids[0][b.segment_ids[0] > 0]))
     seen.append(ids)
   assert len(seen[0]) + len(seen[1]) == 12
   assert not set(seen[0]) & set(seen[1])
@@ -119,10 +122,28 @@ def test_gin_configured_data(setup):
     assert cfg.resolved_store_dir() == os.path.join(d, "joined_store")
     data = train_data.make_train_data(
         tok, arm="Patch(base='alt', patch='teacher', where='asks_python')",
-        seq_len=32, batch_size=2, seed=1, manifest_dir=None)
+        seq_len=32, batch_size=2, seed=1)
     assert data.manifest["counts"]["teacher"] == {"code": 2, "_total": 2}
     assert data.manifest["counts"]["alt"]["_total"] == 10
-    assert next(data.train)["input_ids"].shape == (2, 32)
+    assert next(data.train).input_ids.shape == (2, 32)
   finally:
     gin.clear_config()
+    filters.unregister("asks_python")
+
+
+def test_filters_registered_once_and_unknown_subset_named(setup, monkeypatch):
+  d, tok, cfg = setup
+  cfg = dataclasses.replace(cfg, regex_filters={"asks_python": r"\bpython\b"})
+  calls = []
+  register = filters.register_regex_filter
+  monkeypatch.setattr(filters, "register_regex_filter",
+                      lambda name, *a, **kw: calls.append(name) or register(name, *a, **kw))
+  try:
+    data = _make(setup, "Patch(base='alt', patch='teacher', where='asks_python')", data=cfg)
+    assert calls == ["asks_python"]
+    assert data.manifest["counts"]["teacher"]["_total"] == 2
+    # A subset is known only once the prompt set is read: named after the build.
+    with pytest.raises(arms.ArmError, match="no subset 'poetry'"):
+      _make(setup, "Drop(base='alt', where='subset:poetry')", data=cfg)
+  finally:
     filters.unregister("asks_python")

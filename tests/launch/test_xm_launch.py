@@ -208,9 +208,9 @@ def test_local_executor_trains_two_tiny_arms_with_the_real_binary(home, tmp_path
             "--gin_file=runs/sft.gin", "--gin_file=data/example.gin",
             f"--gin.DATA_DIR='{data}'", f"--gin.INITIAL_CHECKPOINT='{init}'",
             "--gin.TRAIN_STEPS=1", "--gin.BATCH_SIZE=8", "--gin.SEQ_LEN=32",
-            "--gin.trainer.train.checkpoint_every=1", "--gin.trainer.train.eval_every=0",
-            "--gin.trainer.train.report_mfu=False",
-            "--gin.trainer.train.async_checkpoints=False"],
+            "--gin.CheckpointConfig.save_every=1", "--gin.LoggingConfig.eval_every=0",
+            "--gin.LoggingConfig.report_mfu=False",
+            "--gin.CheckpointConfig.async_save=False"],
            home, env_extra={"JAX_PLATFORMS": "cpu",
                             "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
            timeout=560)

@@ -168,9 +168,9 @@ def test_sft_three_steps_from_converted_dir(gemma3_hf_dir, tmp_path):
           "--gin.trainer.train.data_fn=@synthetic_train_data",
           "--gin.synthetic_train_data.vocab_size=2000",
           "--gin.trainer.train.model_overrides={'dtype': 'float32'}",
-          "--gin.trainer.train.checkpoint_every=3", "--gin.trainer.train.log_every=1",
-          "--gin.trainer.train.eval_every=0", "--gin.trainer.train.report_mfu=False",
-          "--gin.trainer.train.async_checkpoints=False", "--gin.trainer.train.export_hf=True"]
+          "--gin.CheckpointConfig.save_every=3", "--gin.LoggingConfig.log_every=1",
+          "--gin.LoggingConfig.eval_every=0", "--gin.LoggingConfig.report_mfu=False",
+          "--gin.CheckpointConfig.async_save=False", "--gin.CheckpointConfig.export_hf=True"]
   env = {**os.environ, "PYTHONPATH": str(repo), "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
   proc = subprocess.run([sys.executable, "-m", "sftdiff.train", *args], cwd=repo, env=env,
                         capture_output=True, text=True, timeout=900)

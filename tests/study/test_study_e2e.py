@@ -30,8 +30,8 @@ MINI = [
     "StudyConfig.sweep_subsets = []",
     "StudyConfig.train_steps = 3",
     "StudyConfig.train_overrides = {'BATCH_SIZE': 4, 'SEQ_LEN': 128,"
-    " 'trainer.train.report_mfu': False, 'trainer.train.eval_every': 0,"
-    " 'trainer.train.async_checkpoints': False}",
+    " 'LoggingConfig.report_mfu': False, 'LoggingConfig.eval_every': 0,"
+    " 'CheckpointConfig.async_save': False}",
     "StudyConfig.eval_overrides = {'JUDGE_KIND': 'none', 'LIMIT_PROMPTS': 4}",
 ]
 

@@ -46,9 +46,9 @@ def train_args(model_dir, init_dir, steps, *extra, seed=0, every=2, devices=1):
           "--gin.LEARNING_RATE=1e-3",
           "--gin.trainer.train.data_fn=@synthetic_train_data",
           "--gin.synthetic_train_data.vocab_size=256",
-          f"--gin.trainer.train.checkpoint_every={every}",
-          "--gin.trainer.train.log_every=1", "--gin.trainer.train.eval_every=0",
-          "--gin.trainer.train.report_mfu=False",
+          f"--gin.CheckpointConfig.save_every={every}",
+          "--gin.LoggingConfig.log_every=1", "--gin.LoggingConfig.eval_every=0",
+          "--gin.LoggingConfig.report_mfu=False",
           *extra]
 
 

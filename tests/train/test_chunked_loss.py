@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sftdiff.data.batch import Batch
 from sftdiff.models import decoder
 from sftdiff.models.config import ModelConfig
 from sftdiff.train import chunked_loss, steps
@@ -29,11 +30,11 @@ def _batch(vocab, b=3, l=37):
   rng = np.random.default_rng(0)
   ids = rng.integers(0, vocab, (b, l + 1))
   mask = (rng.random((b, l)) < 0.7).astype(np.int32)
-  return {"input_ids": jnp.asarray(ids[:, :-1], jnp.int32),
-          "target_ids": jnp.asarray(ids[:, 1:], jnp.int32),
-          "loss_mask": jnp.asarray(mask),
-          "segment_ids": jnp.ones((b, l), jnp.int32),
-          "positions": jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))}
+  return Batch(input_ids=jnp.asarray(ids[:, :-1], jnp.int32),
+               target_ids=jnp.asarray(ids[:, 1:], jnp.int32),
+               loss_mask=jnp.asarray(mask),
+               segment_ids=jnp.ones((b, l), jnp.int32),
+               positions=jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l)))
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -52,7 +53,7 @@ def test_chunked_loss_and_grads_equal_plain(name, chunk):
 
   (plain, tokens), plain_grads = value_and_grad(0)
   (chunked, chunked_tokens), chunked_grads = value_and_grad(chunk)
-  assert float(tokens) == float(chunked_tokens) == float(batch["loss_mask"].sum())
+  assert float(tokens) == float(chunked_tokens) == float(batch.loss_mask.sum())
   np.testing.assert_allclose(chunked, plain, rtol=RTOL)
   flat_plain = jax.tree_util.tree_leaves_with_path(plain_grads)
   flat_chunked = jax.tree.leaves(chunked_grads)

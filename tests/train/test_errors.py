@@ -40,8 +40,27 @@ def test_misspelt_macro_names_it_and_the_closest_name(helpers, tmp_path, hf_init
 
 def test_misspelt_parameter_names_it(helpers, tmp_path, hf_init_dir):
   proc = _train(helpers, _args(helpers, tmp_path, hf_init_dir,
-                               "--gin.trainer.train.log_evry=3"), tmp_path=tmp_path)
+                               "--gin.LoggingConfig.log_evry=3"), tmp_path=tmp_path)
   _assert_config_error(proc, "has no parameter log_evry", "closest: log_every")
+
+
+@pytest.mark.parametrize("old, new", [("checkpoint_every", "CheckpointConfig.save_every"),
+                                      ("log_every", "LoggingConfig.log_every"),
+                                      ("use_wandb", "LoggingConfig.use_wandb")])
+def test_a_flat_trainer_setting_names_its_new_binding(helpers, tmp_path, hf_init_dir,
+                                                       old, new):
+  proc = _train(helpers, _args(helpers, tmp_path, hf_init_dir, f"--gin.trainer.train.{old}=3"),
+                tmp_path=tmp_path)
+  _assert_config_error(proc, f"binding 'trainer.train.{old} = 3'",
+                       f"trainer.train.{old} moved to {new}")
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_grouped_setting_is_named_before_the_run_starts(helpers, tmp_path, hf_init_dir):
+  proc = _train(helpers, _args(helpers, tmp_path, hf_init_dir,
+                               "--gin.CheckpointConfig.save_every=0"), tmp_path=tmp_path)
+  _assert_config_error(proc, "CheckpointConfig.save_every = 0: must be an int >= 1")
+  assert not (tmp_path / "run").exists()
 
 
 def test_unquoted_string_macro_names_the_macro(helpers, tmp_path, hf_init_dir):

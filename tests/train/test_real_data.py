@@ -18,7 +18,7 @@ def test_trains_an_arm_of_the_example_data(tmp_path, helpers, hf_init_dir):
   args += [f"--gin_file={helpers.REPO / 'gin' / 'data' / 'example.gin'}",
            f"--gin_file={helpers.REPO / 'gin' / 'arms' / 'reference_alt.gin'}",
            f"--gin.DATA_DIR='{data_dir}'", "--gin.SEQ_LEN=64", "--gin.BATCH_SIZE=2",
-           "--gin.trainer.train.eval_every=3", "--gin.make_train_data.eval_fraction=0.2"]
+           "--gin.LoggingConfig.eval_every=3", "--gin.make_train_data.eval_fraction=0.2"]
   last = helpers.run_in_process(args)
   assert last["step"] == 3 and last["trainable_tokens"] > 0
   manifest = json.loads((run / "manifest.json").read_text())

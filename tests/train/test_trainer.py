@@ -1,129 +1,95 @@
-"""End-to-end training in-process: model-dir layout, metrics, HF export,
-orbax init, resume, and half-written checkpoints."""
+"""The trainer's set-up before its loop (`trainer.prepare_run`): the model-dir
+layout, the one manifest writer, the `TrainData` contract of `data_fn`, and the
+grouped gin configs. (Steps: test_steps.py; checkpoints: test_checkpoints.py.)"""
 
 import json
-import pathlib
-import shutil
+import os
 
+import gin
 import jax
-import numpy as np
 import pytest
 
-from sftdiff.models import hf_io
-from sftdiff.train import checkpoints
-
-STEPS = 8
-
-
-
-
-def _run(helpers, model_dir, init_dir, steps, *extra):
-  return helpers.run_in_process(helpers.train_args(model_dir, init_dir, steps, *extra))
+from sftdiff import gin_utils
+from sftdiff import layout
+from sftdiff import partitioning
+from sftdiff.data.batch import Batch, TrainData
+from sftdiff.train import run_config
+from sftdiff.train import synthetic_data
+from sftdiff.train import trainer
 
 
-def _leaves(params):
-  return [np.asarray(x) for x in jax.tree.leaves(params)]
+def _prepare(model_dir, init_dir, data_fn):
+  pc = partitioning.PartitionConfig(ici_mesh_shape=(1, 1, 1))
+  mesh = partitioning.make_mesh(pc, jax.devices()[:1])
+  return trainer.prepare_run(
+      str(model_dir), initial_checkpoint=str(init_dir), arm="synthetic", seed=3,
+      batch_size=8, seq_len=32, data_fn=data_fn, tokenizer_dir=None, model_overrides=None,
+      checkpoint_config=run_config.CheckpointConfig(), mesh=mesh, rules=pc.rules)
 
 
-@pytest.mark.slow
-def test_train_layout_metrics_export_resume(tmp_path, helpers, hf_init_dir):
-  run = tmp_path / "run"
-  last = _run(helpers, run, hf_init_dir, STEPS, "--gin.trainer.train.export_hf=True",
-              "--gin.trainer.train.eval_every=4", "--gin.trainer.train.keep_checkpoints=2")
-  # Layout the eval binary relies on.
-  for name in ("config.gin", "model_config.json", "manifest.json", "metrics.jsonl",
-               "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json",
-               "hf/config.json", "hf/tokenizer.json"):
-    assert (run / name).exists(), name
-  assert f"TRAIN_STEPS = {STEPS}" in (run / "config.gin").read_text()
-  assert list((run / "tb").glob("events.out.tfevents.*"))
-  # Metrics: one line per step, the loss goes down, eval loss logged.
-  rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-  train_rows = [r for r in rows if "loss" in r]
-  assert [r["step"] for r in train_rows] == list(range(1, STEPS + 1))
-  assert train_rows[-1]["loss"] < train_rows[0]["loss"] - 0.05
-  assert all(r["tokens_per_s"] > 0 and r["grad_norm"] > 0 for r in train_rows)
-  assert [r["step"] for r in rows if "eval_loss" in r] == [4, 8]
-  assert last["step"] == STEPS and np.isfinite(last["eval_loss"])
-  # keep-last-2 (checkpoint every 2 steps).
-  assert sorted(int(p.name) for p in (run / "checkpoints").iterdir()) == [6, 8]
+def test_prepare_run_lays_out_the_model_dir_and_writes_the_manifest(tmp_path, hf_init_dir):
+  calls = []
 
-  # load_params from the model dir, a step dir, and the HF export agree.
-  cfg, params = checkpoints.load_params(run)
-  _, params6 = checkpoints.load_params(run / "checkpoints" / "6")
-  _, params_step6 = checkpoints.load_params(run, step=6)
-  hf_cfg, hf_params = hf_io.load_hf_checkpoint(run / "hf")
-  assert hf_cfg.num_layers == cfg.num_layers
-  for a, b in zip(_leaves(params), _leaves(hf_params)):
-    np.testing.assert_array_equal(a, b)
-  for a, b in zip(_leaves(params6), _leaves(params_step6)):
-    np.testing.assert_array_equal(a, b)
-  assert any(not np.array_equal(a, b) for a, b in zip(_leaves(params), _leaves(params6)))
+  def data_fn(*args, **kwargs):
+    calls.append(kwargs)
+    return synthetic_data.synthetic_train_data(*args, vocab_size=64, **kwargs)
 
-  # Resume: the same command with more steps continues from step 8.
-  _run(helpers, run, hf_init_dir, STEPS + 2, "--gin.trainer.train.keep_checkpoints=2")
-  rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-  assert [r["step"] for r in rows if "loss" in r][-3:] == [STEPS, STEPS + 1, STEPS + 2]
+  run = _prepare(tmp_path / "run", hf_init_dir, data_fn)
+  assert isinstance(run.data, TrainData) and isinstance(next(run.data.train), Batch)
+  assert run.resume_step is None and run.host_params is not None
+  # The data function only builds data: the trainer writes the manifest.
+  assert "manifest_dir" not in calls[0]
+  with open(layout.manifest_path(run.model_dir)) as f:
+    assert json.load(f) == run.data.manifest == {"arm": "synthetic", "source": "synthetic",
+                                                 "seed": 3}
+  for path in (layout.model_config_path(run.model_dir),
+               os.path.join(layout.tokenizer_dir(run.model_dir), "tokenizer.json"),
+               os.path.join(run.model_dir, "config.gin")):
+    assert os.path.exists(path), path
+  run.ckpt.close()
 
 
-@pytest.mark.slow
-def test_hf_export_loads_in_transformers(tmp_path, helpers, hf_init_dir):
-  torch = pytest.importorskip("torch")
-  transformers = pytest.importorskip("transformers")
-  from sftdiff.models import decoder
-  run = tmp_path / "run"
-  _run(helpers, run, hf_init_dir, 2, "--gin.trainer.train.export_hf=True")
-  model = transformers.AutoModelForCausalLM.from_pretrained(run / "hf")
-  tok = transformers.AutoTokenizer.from_pretrained(run / "hf")
-  ids = tok("hello world, this is a test")["input_ids"]
-  with torch.no_grad():
-    theirs = model(torch.tensor([ids])).logits.numpy()
-  cfg, params = checkpoints.load_params(run)
-  n = len(ids)
-  ours, _ = decoder.Decoder(cfg.replace(dtype="float32")).apply(
-      {"params": params}, np.array([ids]), np.arange(n)[None], np.ones((1, n), np.int32))
-  np.testing.assert_allclose(np.asarray(ours), theirs, atol=2e-4, rtol=2e-3)
+def test_a_data_fn_that_is_not_train_data_is_named(tmp_path, hf_init_dir):
+  def returns_a_dict(*args, **kwargs):
+    del args, kwargs
+    return {"train": iter(()), "manifest": {}}
+
+  with pytest.raises(gin_utils.GinConfigError,
+                     match="trainer.train.data_fn='returns_a_dict' returned a dict, not a "
+                           "sftdiff.data.batch.TrainData"):
+    _prepare(tmp_path / "run", hf_init_dir, returns_a_dict)
+  assert not (tmp_path / "run" / "manifest.json").exists()
 
 
-@pytest.mark.slow
-def test_half_written_step_is_ignored(tmp_path, helpers, hf_init_dir):
-  run = tmp_path / "run"
-  _run(helpers, run, hf_init_dir, 4)
-  ckpt_dir = run / "checkpoints"
-  # What a kill during a save leaves behind: orbax's uncommitted temp directory.
-  partial = ckpt_dir / "6.orbax-checkpoint-tmp-1234567"
-  shutil.copytree(ckpt_dir / "4", partial)
-  (partial / "state" / "manifest.ocdbt").write_bytes(b"truncated")
-  _, params = checkpoints.load_params(run)  # step 4, not the partial 6
-  _, params4 = checkpoints.load_params(run, step=4)
-  for a, b in zip(_leaves(params), _leaves(params4)):
-    np.testing.assert_array_equal(a, b)
-  with pytest.raises(checkpoints.CheckpointNotFoundError, match="no step 6"):
-    checkpoints.load_params(run, step=6)
-  # Resuming continues from 4 and finishes; the partial directory is cleaned up.
-  _run(helpers, run, hf_init_dir, 6)
-  assert not partial.exists()
-  assert sorted(int(p.name) for p in ckpt_dir.iterdir()) == [2, 4, 6]
+def test_grouped_configs_come_from_gin_bound_or_not():
+  gin_utils.parse([], ["CheckpointConfig.save_every = 7", "LoggingConfig.eval_every = 3"])
+  assert run_config.checkpoint_config(None) == run_config.CheckpointConfig(save_every=7)
+  assert run_config.logging_config(None).eval_every == 3
+  given = run_config.LoggingConfig(log_every=2)
+  assert run_config.logging_config(given) is given
+  gin.clear_config()
+  gin_utils.parse([str(gin_utils.GIN_DIR / "runs" / "sft.gin")],
+                  ["CheckpointConfig.keep = None"], finalize=False)
+  bound = gin.get_bindings("trainer.train", resolve_references=True)
+  assert bound["checkpoint_config"] == run_config.CheckpointConfig(keep=None)
+  assert bound["logging_config"] == run_config.LoggingConfig(eval_every=100)
 
 
-@pytest.mark.slow
-def test_initial_checkpoint_from_orbax_model_dir(tmp_path, helpers, hf_init_dir):
-  first = tmp_path / "first"
-  _run(helpers, first, hf_init_dir, 2)
-  second = tmp_path / "second"
-  # Learning rate 0: the final params are exactly the initial ones.
-  _run(helpers, second, first, 1, "--gin.LEARNING_RATE=0.0")
-  _, p_first = checkpoints.load_params(first)
-  _, p_second = checkpoints.load_params(second)
-  for a, b in zip(_leaves(p_first), _leaves(p_second)):
-    np.testing.assert_array_equal(a, b)
-  assert (second / "tokenizer" / "tokenizer.json").exists()
+@pytest.mark.parametrize("make, message", [
+    (lambda: run_config.CheckpointConfig(keep=0), "CheckpointConfig.keep = 0"),
+    (lambda: run_config.CheckpointConfig(export_dtype="int8"), "export_dtype = 'int8'"),
+    (lambda: run_config.LoggingConfig(log_every=0), "LoggingConfig.log_every = 0"),
+    (lambda: run_config.LoggingConfig(eval_every=-1), "LoggingConfig.eval_every = -1"),
+])
+def test_bad_grouped_settings_are_named(make, message):
+  with pytest.raises(gin_utils.GinConfigError, match=message):
+    make()
 
 
-def test_bad_initial_checkpoint_is_named(tmp_path, helpers, hf_init_dir):
-  empty = tmp_path / "empty"
-  empty.mkdir()
-  for name in ("tokenizer.json", "tokenizer_config.json"):
-    shutil.copy(pathlib.Path(hf_init_dir) / name, empty)
-  with pytest.raises(checkpoints.CheckpointNotFoundError, match="INITIAL_CHECKPOINT=.*empty"):
-    _run(helpers, tmp_path / "run", empty, 1)
+def test_every_moved_setting_is_a_field_of_its_new_config():
+  configs = {"CheckpointConfig": run_config.CheckpointConfig,
+             "LoggingConfig": run_config.LoggingConfig}
+  for old, new in run_config.MOVED.items():
+    cls, field = new.split(".")
+    assert field in configs[cls].__dataclass_fields__, (old, new)
+  assert not set(run_config.MOVED) & set(trainer.train.__wrapped__.__code__.co_varnames)
