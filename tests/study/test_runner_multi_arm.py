@@ -33,9 +33,9 @@ def _runs(root, init_dir, steps, every):
       ("BATCH_SIZE", "8"), ("SEQ_LEN", "32"), ("LEARNING_RATE", "1e-3"),
       ("trainer.train.data_fn", "@synthetic_train_data"),
       ("synthetic_train_data.vocab_size", "256"),
-      ("trainer.train.checkpoint_every", str(every)),
-      ("trainer.train.log_every", "1"), ("trainer.train.eval_every", "0"),
-      ("trainer.train.report_mfu", "False"))
+      ("CheckpointConfig.save_every", str(every)),
+      ("LoggingConfig.log_every", "1"), ("LoggingConfig.eval_every", "0"),
+      ("LoggingConfig.report_mfu", "False"))
   return [RunSpec(arm_name=name, arm=arm, seed=seed,
                   gin_files=(str(REPO / "gin" / "runs" / "sft.gin"),),
                   overrides=overrides, model_dir=str(root / name / "seed0"))
