@@ -23,7 +23,8 @@ size, `vmap` on accelerators):
 `--arm_axis=data` (vmap only) maps arms onto that mesh axis instead of
 replicating the arm axis.
 
-Resume: the arms restart together from their common latest checkpoint.
+Resume: each arm restarts from its own latest checkpoint; arms that a hard
+kill left behind the furthest one catch up alone (the single-arm step) first.
 Exit status as `sftdiff.train` (0, 2 configuration error, 143 preempted).
 """
 
@@ -105,12 +106,6 @@ def _check_together(arms: Sequence[_Arm]) -> None:
       raise gin_utils.GinConfigError(
           f"{arm.config.name}: its INITIAL_CHECKPOINT's model differs from "
           f"{first.config.name}'s; arms trained together share one model config")
-  resumes = {a.run.resume_step for a in arms}
-  if len(resumes) > 1:
-    raise cli.InputError(
-        "arms are at different checkpoints (" + ", ".join(
-            f"{a.config.model_dir}: {a.run.resume_step}" for a in arms) +
-        "); train them separately, or together only from the same step")
 
 
 class _Program:
@@ -127,8 +122,20 @@ class _Program:
     else:  # exactly the single-arm trainer's step
       self.fns = steps.build(cfg, tx, schedule, mesh, rules, microbatches=s["microbatches"],
                              constrain_activations=s["constrain_activations"])
-    states = [trainer.initial_state(arm.run, self.fns, tx) for arm in arms]
-    self.state = self.stacked.stack(states) if mode == "vmap" else states
+    # One state per arm until `together()` stacks them (vmap mode).
+    self.state = [trainer.initial_state(arm.run, self.fns, tx) for arm in arms]
+    self.is_stacked = False
+
+  def step_one(self, i, local):
+    """One single-arm update of arm i alone (catching up, before `together`)."""
+    batch = partitioning.global_batch(local, self.fns.batch_sharding, self.batch_size)
+    self.state[i], metrics = self.fns.train_step(self.state[i], batch)
+    return metrics
+
+  def together(self):
+    if self.mode == "vmap" and not self.is_stacked:
+      self.state = self.stacked.stack(self.state)
+      self.is_stacked = True
 
   def step(self, local_batches):
     """One update of every arm -> per-arm metrics (device arrays)."""
@@ -145,7 +152,7 @@ class _Program:
     return out
 
   def arm_state(self, i):
-    return self.stacked.unstack(self.state, i) if self.mode == "vmap" else self.state[i]
+    return self.stacked.unstack(self.state, i) if self.is_stacked else self.state[i]
 
 
 def _save(arm, program, i, step, *, force=False):
@@ -193,7 +200,8 @@ def train_arms(arm_configs: Sequence[multi_arm_config.ArmConfig], *, mode: str =
   arms = [_prepare(c, mesh, rules) for c in arm_configs]
   _check_together(arms)
   cfg, train_steps = arms[0].run.model_cfg, s["train_steps"]
-  start = arms[0].run.resume_step or 0
+  starts = [arm.run.resume_step or 0 for arm in arms]
+  start = max(starts)
   with multi_arm_config.activate(arm_configs[0]):  # optimiser and loss gin (shared)
     tx, schedule = optim.make_optimizer(train_steps)
     program = _Program(arms, cfg, tx, schedule, mesh, partition_config.rules, mode=mode,
@@ -205,6 +213,8 @@ def train_arms(arm_configs: Sequence[multi_arm_config.ArmConfig], *, mode: str =
   sigterm = trainer._SigtermFlag()  # pylint: disable=protected-access
   sigterm.install()
   try:
+    _catch_up(arms, program, starts, start, train_steps, sigterm)
+    program.together()
     step = start
     while step < train_steps:
       per_arm = program.step([next(arm.data.train) for arm in arms])
@@ -233,6 +243,33 @@ def train_arms(arm_configs: Sequence[multi_arm_config.ArmConfig], *, mode: str =
         arm.log.close()
       arm.ckpt.close()
   return [arm.log.last for arm in arms]
+
+
+def _catch_up(arms, program, starts, target, train_steps, sigterm) -> None:
+  """Arms behind the furthest one train alone up to its step first.
+
+  A hard kill between two arms' checkpoint saves leaves them at different
+  steps; each resumes from its own checkpoint with the single-arm step, so in
+  loop mode every arm stays bit-identical to training it alone."""
+  at = list(starts)
+  for i, arm in enumerate(arms):
+    if at[i] < target:
+      log.info("%s: resuming at step %d, catching up alone to step %d",
+               arm.config.model_dir, at[i], target)
+    while at[i] < target:
+      metrics = program.step_one(i, next(arm.data.train))
+      at[i] += 1
+      _save(arm, program, i, at[i])
+      arm.log.after_step(at[i], metrics, at[i] == train_steps,
+                         lambda arm=arm, i=i: _evaluate(arm, program, i))
+      if at[i] < train_steps and sigterm.any_process():
+        for j in range(i + 1):  # every arm that moved keeps its progress
+          if at[j] > starts[j]:
+            _save(arms[j], program, j, at[j], force=True)
+            arms[j].ckpt.wait()
+        log.warning("preempted while catching up: %s at step %d",
+                    arm.config.model_dir, at[i])
+        raise trainer.Preempted(at[i])
 
 
 def arm_argvs(shared: Sequence[str], arm_flags: Sequence[str],

@@ -2,6 +2,7 @@
 manifests and the model-dir layout, on one device and on 8 simulated ones."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from sftdiff import gin_utils
+from sftdiff import layout
 from sftdiff.train import checkpoints
 from sftdiff.train import multi_arm
 from sftdiff.train import multi_arm_config
@@ -166,3 +168,21 @@ def test_binary_trains_each_arm_into_its_model_dir(tmp_path, helpers, hf_init_di
     assert json.loads((run / "manifest.json").read_text())["seed"] == seed
     assert f"SEED = {seed}" in (run / "config.gin").read_text()
   assert not (tmp_path / "unused").exists()
+
+
+@pytest.mark.slow
+def test_arms_left_at_different_steps_catch_up_and_equal_training_alone(
+    tmp_path, helpers, hf_init_dir):
+  # A hard kill between two arms' saves: the second arm's last step is gone.
+  arms = ARMS[:2]
+  _train_alone(helpers, tmp_path / "alone", hf_init_dir, arms)
+  _train_together(helpers, tmp_path / "loop", hf_init_dir, arms, mode="loop")
+  behind = tmp_path / "loop" / f"{arms[1][0]}_s{arms[1][1]}"
+  shutil.rmtree(behind / "checkpoints" / str(STEPS))
+  lines = (behind / "metrics.jsonl").read_text().splitlines()
+  (behind / "metrics.jsonl").write_text(
+      "".join(l + "\n" for l in lines if json.loads(l).get("step", 0) <= 2))
+  assert layout.committed_steps(str(behind)) == [2]
+  last = _train_together(helpers, tmp_path / "loop", hf_init_dir, arms, mode="loop")
+  assert last[1]["step"] == STEPS  # the arm that caught up (the other had finished)
+  _compare(tmp_path / "alone", tmp_path / "loop", arms, exact=True)
