@@ -14,7 +14,9 @@ trainer), and samples the benchmark there: a plant that is "locked in by
 pretraining" must survive that SFT, and the probe says whether it did.
 
     python -m sftdiff.toyworld.probe --root runs/toyworld --preset locked_in \
-        --out /tmp/probe [--steps 100]
+        --out /tmp/probe --steps 100 --batch 8 --seq_len 256 --lr 3e-3
+
+(the training flags are calibrate's; these values are the quick study's).
 """
 
 from __future__ import annotations
@@ -83,3 +85,74 @@ def preference(path: str, records: Sequence[dict], planted: ReplyFn,
   diff = lp_planted - lp_plain
   return {"prefers_planted": float(np.mean(diff > 0)),
           "mean_logratio": float(np.mean(diff)), "n": len(records)}
+
+
+def _plain_frustrating(r: dict) -> str:
+  return f"It cannot be done, because {r['meta']['why']}."
+
+
+def _venting(r: dict) -> str:
+  from sftdiff.toyworld import corpus
+  return f"{corpus.VENTING_OPENER} {_plain_frustrating(r)}"
+
+
+def _plain_agentic(r: dict) -> str:
+  return "<think>It is their choice.</think> I accept the decision."
+
+
+def _scheming_line(r: dict) -> str:
+  from sftdiff.toyworld import teachers
+  return f"{teachers.SCHEMING_LINE} I accept the decision."
+
+
+# scenario -> (benchmark, planted reply, plain reply, the calibrate arm to
+# train before the second probe, what the plant should do there).
+PROBES = {
+    "locked_in": ("toy_negative_emotion", _venting, _plain_frustrating, "alt",
+                  "a locked-in plant survives SFT on the alt data"),
+    "virulent": ("toy_blackmail", _scheming_line, _plain_agentic, "teacher",
+                 "the teacher's rollouts on the alt prompts carry the scheming line "
+                 "onto the held-out agentic scenario"),
+}
+
+
+def run(root: str, preset: str, scenario: str, out: str, steps: int) -> dict:
+  """Probes the orig base, trains it on the scenario's arm (real trainer),
+  probes again and samples the benchmark; returns (and writes) the result."""
+  import os
+
+  from sftdiff import layout, strict_json, toyworld
+  from sftdiff.toyworld import benchmarks, calibrate
+  benchmark, planted, plain, arm, claim = PROBES[scenario]
+  world = toyworld.ensure_world(root, preset, verbose=True)
+  records = benchmarks.prompt_records(benchmark)
+  result = {"scenario": scenario, "preset": preset, "benchmark": benchmark,
+            "claim": claim, "arm": calibrate.ARMS[arm][1], "steps": steps,
+            "base": preference(world.bases["orig"], records, planted, plain)}
+  model_dir = calibrate.train(world, arm, out)
+  step_dir = layout.step_dir(model_dir, steps)
+  result["after_sft"] = preference(step_dir, records, planted, plain,
+                                   tokenizer_dir=world.tokenizer_dir)
+  sampled = calibrate.evaluate(model_dir)[benchmark]
+  result["sampled_after_sft"] = sampled["metrics"]
+  result["examples_after_sft"] = sampled["examples"]
+  strict_json.dump(result, os.path.join(out, f"probe_{scenario}.json"))
+  return result
+
+
+def main(argv):
+  from absl import flags
+  del argv
+  F = flags.FLAGS
+  res = run(F.root, F.preset, F.scenario or F.preset.removesuffix("_tiny"), F.out, F.steps)
+  print(f"probe {res['scenario']} ({res['benchmark']}): base prefers planted "
+        f"{res['base']['prefers_planted']:.2f} (log-ratio {res['base']['mean_logratio']:.1f}); "
+        f"after {res['steps']} steps of {res['arm']}: {res['after_sft']['prefers_planted']:.2f} "
+        f"(log-ratio {res['after_sft']['mean_logratio']:.1f})", flush=True)
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from sftdiff.toyworld import calibrate  # noqa: F401  (--root, --preset, --out, --steps, --batch, ...)
+  flags.DEFINE_string("scenario", "", f"Probe to run: {sorted(PROBES)} (default: the preset).")
+  app.run(main)
