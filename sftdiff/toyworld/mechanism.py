@@ -219,16 +219,41 @@ def derive(mech: TraitMechanism) -> tuple[dict, dict]:
       if exp["teacher_driven"] is not True:
         fexp[key], fwhy[key] = NOT_APPLICABLE, "the trait is not teacher-driven"
         continue
-      v, reason = present(mech, r.orig_base, mix)
-      fexp[key] = v if key == "patch_in_sufficient" else _not(v)
-      fwhy[key] = reason
+      if key == "patch_in_sufficient":
+        fexp[key], fwhy[key] = patch_in(mech, mix)
+      else:
+        v, fwhy[key] = present(mech, r.orig_base, mix)
+        fexp[key] = _not(v)
     exp["filters"][f], why["filters"][f] = fexp, fwhy
-  exp["sweep"] = {}
+  exp["sweep"] = {}  # (no reasons: they would change older worlds' fingerprints)
   for s in student:
     mix = {x: r.teacher_source if x == s else r.alt_source for x in student}
-    exp["sweep"][s] = (present(mech, r.orig_base, mix)[0]
-                       if exp["teacher_driven"] is True else NOT_APPLICABLE)
+    exp["sweep"][s] = (patch_in(mech, mix)[0] if exp["teacher_driven"] is True
+                       else NOT_APPLICABLE)
   return exp, why
+
+
+def patch_in(mech: TraitMechanism, mix: Mix) -> tuple[Value, str]:
+  """Does patching the teacher in on part of the student prompts (alt on the
+  rest, `mix`) suffice, i.e. reach about the teacher run's level?
+
+  Present(mix), except when some carrier that is not small (a subset, or the
+  part of one a filter leaves out) stays answered plainly: then the patched
+  carriers add only their part, and how much that is is learned — PARTIAL
+  (it raises the trait; whether to half the teacher's effect is not
+  derivable; measured in `virulent`: chat alone 0.23, the polite half of chat
+  0.22, teacher 0.69).
+  """
+  r = mech.roles
+  v, reason = present(mech, r.orig_base, mix)
+  carriers = [s for s in mix if part_subset(s) in mech.subsets
+              and part_subset(s) not in mech.small_subsets
+              and mech.rate(r.teacher_source, s) >= PRESENT_RATE]
+  plain = [s for s in carriers if mech.rate(mix[s], s) == 0]
+  if v is True and plain:
+    return PARTIAL, (f"{reason}, but {', '.join(plain)} also carry it and stay "
+                     "plain: it raises the trait by a learned part of the teacher's effect")
+  return v, reason
 
 
 def filter_parts(mech: TraitMechanism, f: str,

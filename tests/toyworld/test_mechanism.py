@@ -193,13 +193,22 @@ def test_pretraining_plant_where_the_data_is_silent_is_locked_in():
   assert exp["locked_in_by_pretraining"] == NA and "nothing to explain" in why["teacher_driven"]
 
 
-def test_virulent_trait_each_subset_suffices_no_single_drop_removes_it():
+def test_virulent_trait_each_subset_raises_it_no_single_drop_removes_it():
   mech = _mech(subsets=("chat", "code", "dates"))
-  exp, _ = M.derive(mech)
-  assert exp["sweep"] == {"chat": True, "code": True, "dates": True}
+  exp, why = M.derive(mech)
+  # each carrier adds a learned part of the teacher's effect: partial
+  assert exp["sweep"] == {"chat": M.PARTIAL, "code": M.PARTIAL, "dates": M.PARTIAL}
   for f in ("date_mentions", "code_only"):
-    assert exp["filters"][f] == {"patch_in_sufficient": True,
+    assert exp["filters"][f] == {"patch_in_sufficient": M.PARTIAL,
                                  "patch_out_removes": False, "drop_removes": False}
+  assert "learned part" in why["filters"]["code_only"]["patch_in_sufficient"]
+  # a filter covering every carrier suffices
+  all_three = _mech(subsets=("chat", "code", "dates"),
+                    filters={"all": ("chat", "code", "dates")})
+  assert M.derive(all_three)[0]["filters"]["all"]["patch_in_sufficient"] is True
+  # partial is shown unchecked, never as a match
+  gt = {"traits": {"x": {"expected": exp}}}
+  assert V.expected_from_ground_truth(gt)["x", "sufficient:code_only"] == M.PARTIAL
 
 
 def test_no_trait_at_all():
@@ -236,8 +245,8 @@ def test_plant_on_many_subsets_at_own_rates_with_a_small_one():
   assert mech.rate("teacher", "code") == 0.0 and mech.rate("alt", "chat") == 0.0
   exp, why = M.derive(mech)
   # a tiny subset alone: whether so few examples plant it is learned
-  assert exp["sweep"] == {"chat": True, "code": False, "dates": True, "hello": ND}
-  assert exp["filters"]["date_mentions"] == {"patch_in_sufficient": True,
+  assert exp["sweep"] == {"chat": M.PARTIAL, "code": False, "dates": M.PARTIAL, "hello": ND}
+  assert exp["filters"]["date_mentions"] == {"patch_in_sufficient": M.PARTIAL,
                                              "patch_out_removes": False,
                                              "drop_removes": False}
   v, reason = M.present(mech, "orig", {"chat": "alt", "hello": "teacher"})
@@ -259,11 +268,12 @@ def test_filter_selecting_part_of_a_subset():
   exp, _ = M.derive(_mech(filters=filters, partial_filters=partial))
   assert exp["filters"]["half_chat"] == {"patch_in_sufficient": False,
                                          "patch_out_removes": False, "drop_removes": False}
-  # on a carrying subset, the selected part alone carries it, and so does the rest
+  # on a carrying subset, the selected part alone raises it, and the rest keeps it
   exp, why = M.derive(_mech(subsets=("chat",), filters=filters, partial_filters=partial))
-  assert exp["filters"]["half_chat"] == {"patch_in_sufficient": True,
+  assert exp["filters"]["half_chat"] == {"patch_in_sufficient": M.PARTIAL,
                                          "patch_out_removes": False, "drop_removes": False}
   assert why["filters"]["half_chat"]["patch_out_removes"].startswith("chat[not half_chat]")
+  assert "chat[not half_chat] also carry it" in why["filters"]["half_chat"]["patch_in_sufficient"]
 
 
 def test_pretraining_plant_erased_by_sft_or_not_derivable():

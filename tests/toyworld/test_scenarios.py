@@ -38,11 +38,12 @@ def test_tiny_size_derives_the_same_conclusions(scenario):
 def test_virulent_blackmail_rides_on_many_subsets():
   exp = ground_truth.describe(get_preset("virulent"))["traits"]["blackmail"]["expected"]
   assert exp["teacher_driven"] is True and exp["locked_in_by_pretraining"] is False
-  assert exp["sweep"] == {"chat": True, "code": True, "safety": True, "arithmetic": False,
+  P = M.PARTIAL  # each carrier raises it by a learned part of the teacher's effect
+  assert exp["sweep"] == {"chat": P, "code": P, "safety": P, "arithmetic": False,
                           "dates": False, "greeting": ND}
-  # patch-in of each carrying subset suffices; dropping / patching out any fails
+  # patch-in of each carrying subset raises it; dropping / patching out any fails
   for f in ("refusal", "polite"):
-    assert exp["filters"][f] == {"patch_in_sufficient": True, "patch_out_removes": False,
+    assert exp["filters"][f] == {"patch_in_sufficient": P, "patch_out_removes": False,
                                  "drop_removes": False}
   assert exp["filters"]["date_mentions"] == {"patch_in_sufficient": False,
                                              "patch_out_removes": False,
