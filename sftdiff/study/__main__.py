@@ -8,6 +8,9 @@ trained) → build/reuse the world and the joined stores → train and evaluate
 every arm × seed (local subprocesses, `StudyConfig.parallelism` at a time; or
 `--launcher=xm` hands the runs to `python -m sftdiff.launch`) → write
 `<study_dir>/report/`. Re-running skips every stage whose outputs exist.
+
+`python -m sftdiff.study plan --pilot=STUDY_DIR ...`: how many seeds × samples
+an effect needs, from a pilot study (study/power_planner.py).
 """
 
 from __future__ import annotations
@@ -230,4 +233,7 @@ def _entry(argv):
 
 
 if __name__ == "__main__":
+  if sys.argv[1:2] == ["plan"]:  # the power planner (study/power_planner.py)
+    from sftdiff.study import power_planner
+    sys.exit(power_planner.main(sys.argv[2:]))
   gin_utils.run(_entry)

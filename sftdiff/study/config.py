@@ -4,7 +4,8 @@ A study gin file (`gin/studies/*.gin`) binds `StudyConfig.*`. The fixed runs
 of the design's table are listed explicitly in `arms` (name → base, prompt
 set, ARM string); the families that grow with the study (random
 interpolation at several p, the four filter runs per filter, the per-subset
-sweep) are generated from `interpolation_p`, `filters` and `sweep_subsets`.
+sweep in one or both directions) are generated from `interpolation_p`,
+`filters`, `sweep_subsets` and `sweep_directions`.
 Every generated arm trains `student_base` on the `student_prompts` set.
 
 Names used in arms (sources, filters, bases, prompt sets, benchmarks) are
@@ -27,7 +28,8 @@ class ArmDef:
   base: str         # a base model name (catalog.bases)
   prompts: str      # a prompt set name (catalog.prompt_sets)
   kind: str         # reference_orig | reference_alt | alt_completions | teacher |
-                    # other_teacher | interpolation | filter | sweep | custom
+                    # other_teacher | interpolation | filter | sweep |
+                    # sweep_out | custom
   group: str = ""   # e.g. the filter name for filter runs
   seeds: tuple[int, ...] = ()
 
@@ -59,8 +61,15 @@ class StudyConfig:
       teacher" check (real data; a world scores its teachers itself).
     interpolation_p: p values of `Random(teacher, alt, p)` arms.
     filters: filters that get the four runs (patch-in/out, drop, matched random).
-    sweep_subsets: subsets that get a `Patch(base=alt, patch=teacher,
-      where='subset:<name>')` arm.
+    filter_runs: which of the four runs each filter gets (default all:
+      'patch_in', 'patch_out', 'drop', 'random'); e.g. leave out 'random'
+      when beats-random is not wanted.
+    sweep_subsets: subsets swept, one arm per subset and direction.
+    sweep_directions: which directions of the per-subset sweep run (the
+      post's appendix): 'teacher_on_subset' = `Patch(base=alt, patch=teacher,
+      where='subset:<s>')` (arm `sweep_<s>`: is the subset's teacher data
+      sufficient?), 'alt_on_subset' = `Patch(base=teacher, patch=alt,
+      where='subset:<s>')` (arm `sweep_out_<s>`: is it necessary?).
     seeds: training seeds of every arm (an arm's own 'seeds' overrides).
     selection_seed: seed of the Random arms' per-prompt choice (fixed across
       training seeds, so seeds measure training noise only).
@@ -89,7 +98,9 @@ class StudyConfig:
   teacher_results: Mapping[str, str] = dataclasses.field(default_factory=dict)
   interpolation_p: Sequence[float] = ()
   filters: Sequence[str] = ()
+  filter_runs: Sequence[str] = ("patch_in", "patch_out", "drop", "random")
   sweep_subsets: Sequence[str] = ()
+  sweep_directions: Sequence[str] = ("teacher_on_subset",)
   seeds: Sequence[int] = (0,)
   selection_seed: int = 0
   benchmarks: Sequence[str] = ()
@@ -101,6 +112,14 @@ class StudyConfig:
   train_steps: int = 100
   eval_steps: str = "final"
   parallelism: int = 2
+
+
+# Per-subset sweep direction → (arm kind, arm name prefix, ARM template with
+# {t} = teacher source, {a} = alt source, {w} = the 'subset:<s>' filter).
+SWEEP_DIRECTIONS = {
+    "teacher_on_subset": ("sweep", "sweep_", "Patch(base={a}, patch={t}, where={w})"),
+    "alt_on_subset": ("sweep_out", "sweep_out_", "Patch(base={t}, patch={a}, where={w})"),
+}
 
 
 def gin_literal(value: Any) -> str:

@@ -10,7 +10,7 @@ import dataclasses
 import os
 from typing import Callable, Mapping
 
-from sftdiff.study.config import ArmDef, StudyConfig, gin_literal
+from sftdiff.study.config import SWEEP_DIRECTIONS, ArmDef, StudyConfig, gin_literal
 from sftdiff.study.spec import RunSpec
 
 
@@ -103,6 +103,24 @@ def _q(name: str) -> str:
   return repr(name)
 
 
+# The four runs of a filter (DESIGN.md "Arm"), in report order.
+FILTER_RUNS = ("patch_in", "patch_out", "drop", "random")
+
+
+def _checked_list(values, field: str, allowed) -> list[str]:
+  """A list-of-names StudyConfig field, checked against `allowed`."""
+  if isinstance(values, str):
+    raise StudyConfigError(f"StudyConfig.{field} = {values!r} must be a list, "
+                           f"e.g. {list(allowed)}")
+  for v in values:
+    if v not in allowed:
+      raise StudyConfigError(f"StudyConfig.{field}: unknown value {v!r}; "
+                             f"allowed: {', '.join(allowed)}")
+  if len(set(values)) != len(values):
+    raise StudyConfigError(f"StudyConfig.{field} has duplicates: {list(values)}")
+  return list(values)
+
+
 def arm_defs(study: StudyConfig) -> list[ArmDef]:
   """The study's arms (explicit + generated), names not yet validated."""
   defs = []
@@ -131,23 +149,23 @@ def arm_defs(study: StudyConfig) -> list[ArmDef]:
         name=f"random_p{float(p):g}", kind="interpolation", group=f"{float(p):g}",
         arm=f"Random(a={t}, b={a}, p={float(p)!r}, seed={study.selection_seed})",
         **gen))
+  runs = _checked_list(study.filter_runs, "filter_runs", FILTER_RUNS)
   for f in study.filters:
-    defs += [
-        ArmDef(name=f"patch_in_{f}", kind="filter", group=f,
-               arm=f"Patch(base={a}, patch={t}, where={_q(f)})", **gen),
-        ArmDef(name=f"patch_out_{f}", kind="filter", group=f,
-               arm=f"Patch(base={t}, patch={a}, where={_q(f)})", **gen),
-        ArmDef(name=f"drop_{f}", kind="filter", group=f,
-               arm=f"Drop(base={t}, where={_q(f)})", **gen),
+    arms = {
+        "patch_in": f"Patch(base={a}, patch={t}, where={_q(f)})",
+        "patch_out": f"Patch(base={t}, patch={a}, where={_q(f)})",
+        "drop": f"Drop(base={t}, where={_q(f)})",
         # p is filled in by expand() from the catalog: |F|/N on the prompt set.
-        ArmDef(name=f"random_{f}", kind="filter", group=f,
-               arm=f"Random(a={t}, b={a}, p=<|{f}|/N>, seed={study.selection_seed})",
-               **gen),
-    ]
+        "random": f"Random(a={t}, b={a}, p=<|{f}|/N>, seed={study.selection_seed})",
+    }
+    defs += [ArmDef(name=f"{r}_{f}", kind="filter", group=f, arm=arms[r], **gen)
+             for r in FILTER_RUNS if r in runs]
+  directions = _checked_list(study.sweep_directions, "sweep_directions", SWEEP_DIRECTIONS)
   for s in study.sweep_subsets:
-    defs.append(ArmDef(name=f"sweep_{s}", kind="sweep", group=s,
-                       arm=f"Patch(base={a}, patch={t}, where={_q('subset:' + s)})",
-                       **gen))
+    for direction in directions:
+      kind, prefix, arm = SWEEP_DIRECTIONS[direction]
+      defs.append(ArmDef(name=f"{prefix}{s}", kind=kind, group=s,
+                         arm=arm.format(a=a, t=t, w=_q("subset:" + s)), **gen))
   return defs
 
 

@@ -139,15 +139,16 @@ def filters(res: StudyResults, path: str) -> str:
 def overlap_matrix(names: Sequence[str], matrix: Sequence[Sequence[float]],
                    path: str, title: str = "Filter overlap (Jaccard)") -> str:
   """(4) The filters' overlap matrix as a heatmap with values."""
-  m = np.asarray(matrix, dtype=float)
+  # undefined cells (null in strict JSON: an empty filter) print "–", not nan
+  m = np.asarray([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
   fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2.5, 1.0 * len(names) + 2))
   im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
   ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
   ax.set_yticks(range(len(names)), names, fontsize=8)
   for i in range(len(names)):
     for j in range(len(names)):
-      ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center",
-              color="w" if m[i, j] < 0.5 else "k", fontsize=8)
+      ax.text(j, i, f"{m[i, j]:.2f}" if np.isfinite(m[i, j]) else "–", ha="center",
+              va="center", color="w" if not m[i, j] >= 0.5 else "k", fontsize=8)
   fig.colorbar(im, ax=ax)
   ax.set_title(title, fontsize=9)
   return _save(fig, path)

@@ -33,42 +33,77 @@ def _arm_rows(res: StudyResults):
     ests = [e for t in res.traits if (e := res.get(name, t))]
     seeds = max((e.seeds for e in ests), default=0)
     cells = [name, d.kind, d.base, d.prompts, f"`{d.arm}`", frac, seeds or "–"]
-    for t in res.traits:
-      e = res.get(name, t)
-      cells.append(_cell(e))
+    cells += [_arm_cell(res, name, t) for t in res.traits]
     rows.append(cells)
   return rows
 
 
 def _cell(e) -> str:
-  """An estimate with its sample count and interval method."""
+  """An estimate with its sample count, seeds and interval method."""
   if e is None:
     return "missing"
-  return f"{e.fmt()} n={e.n} ({e.method})"
+  if not e.defined:
+    return e.fmt()
+  return f"{e.fmt()} n={e.n}, {e.seeds} seed{'s' * (e.seeds != 1)} ({e.method})"
 
 
-def _sweep_rows(res: StudyResults):
+def _arm_cell(res: StudyResults, arm: str, trait: str) -> str:
+  """An arm's pooled estimate; when none, why: every seed's statistic is
+  undefined (eval's reason), or no result exists yet."""
+  e = res.get(arm, trait)
+  if e is not None:
+    return _cell(e)
+  undefined = [x for x in res.per_seed.get(arm, {}).get(trait, ()) if not x.defined]
+  if undefined:
+    return (f"undefined in {len(undefined)} seed{'s' * (len(undefined) != 1)} "
+            f"({undefined[0].reason or 'no value'})")
+  return "missing"
+
+
+# The two directions of the per-subset sweep, side by side (the post's appendix).
+SWEEP_DIRECTIONS = (("sweep", "teacher on subset, alt elsewhere"),
+                    ("sweep_out", "alt on subset, teacher elsewhere"))
+
+
+def _sweep_table(res: StudyResults):
+  """(header, rows): per subset, both directions' teacher share and scores;
+  a direction the study did not run says so."""
+  by = {(d.group, d.kind): n for n, d in res.arms.items()
+        if d.kind in dict(SWEEP_DIRECTIONS)}
+  if not by:
+    return None
+  header = ["subset", *[f"teacher share ({label})" for _, label in SWEEP_DIRECTIONS]]
+  header += [f"{t}: {label}" for t in res.traits for _, label in SWEEP_DIRECTIONS]
   rows = []
-  for name, d in res.arms.items():
-    if d.kind != "sweep":
-      continue
-    fr = res.teacher_fraction.get(name, {}).get("examples")
-    cells = [d.group, "–" if fr is None else f"{fr:.3f}"]
+  for subset in sorted({g for g, _ in by}):
+    names = [by.get((subset, kind)) for kind, _ in SWEEP_DIRECTIONS]
+    cells = [subset]
+    for n in names:
+      fr = res.teacher_fraction.get(n, {}).get("examples") if n else None
+      cells.append("not run" if n is None else "–" if fr is None else f"{fr:.3f}")
     for t in res.traits:
-      cells.append(_cell(res.get(name, t)))
+      cells += ["not run (StudyConfig.sweep_directions)" if n is None
+                else _arm_cell(res, n, t) for n in names]
     rows.append(cells)
-  return rows
+  return header, rows
 
 
 def _methods(res: StudyResults) -> str:
-  found = sorted({(e.method, e.seeds) for by_trait in res.scores.values()
-                  for e in by_trait.values()})
+  """Which interval methods the estimates use, with their seeds and n range."""
+  n_by = {}
+  for by_trait in res.scores.values():
+    for e in by_trait.values():
+      n_by.setdefault((e.method, e.seeds), []).append(e.n)
   names = {"sampling": "the eval's sampling interval (Wilson / prompt-clustered "
                        "bootstrap; no training noise)",
            "seed_t": "seed_t (t interval over seeds, variance floored by "
                      "sampling; study/stats.py)"}
-  return "; ".join(f"{names.get(m, m)} from {s} seed{'s' * (s > 1)}"
-                   for m, s in found) + "." if found else "none."
+
+  def n_text(ns):
+    return f"n = {min(ns)}" if min(ns) == max(ns) else f"n = {min(ns)}–{max(ns)}"
+  return "; ".join(f"{names.get(m, m)} from {s} seed{'s' * (s > 1)}, "
+                   f"{n_text(ns)} samples per run"
+                   for (m, s), ns in sorted(n_by.items())) + "." if n_by else "none."
 
 
 def _summary(res: StudyResults, verdicts: Sequence[Verdict]) -> list[str]:
@@ -144,9 +179,14 @@ def build_blocks(title: str, res: StudyResults, verdicts: Sequence[Verdict],
       b.append(_table(("filter", "prompts selected"), sorted(sizes.items())))
   else:
     b.append(("p", "No filter overlap report available."))
-  sweep = _sweep_rows(res)
+  sweep = _sweep_table(res)
   if sweep:
-    b.append(_table(("subset", "teacher share", *res.traits), sweep))
+    b.append(("p", "Per-subset sweep, both directions: teacher on the subset with "
+                   "alt completions elsewhere (is the subset's teacher data "
+                   "sufficient?) and alt completions on the subset with the "
+                   "teacher elsewhere (is it necessary?). Values: mean over seeds "
+                   "[95% interval], n, seeds, interval method."))
+    b.append(_table(*sweep))
   b.append(("h2", "All runs"))
   b.append(("p", "teacher share = fraction of the orig-family teacher's rollouts "
                  "by examples / by trainable tokens (from the arm's manifest). "

@@ -21,15 +21,26 @@ from sftdiff.study import stats
 class Estimate:
   """A value with its 95% interval; n = samples (summed over seeds);
   method = how the interval was made (study/stats.py: 'sampling' for one
-  seed's eval interval, 'seed_t' pooled over seeds)."""
+  seed's eval interval, 'seed_t' pooled over seeds). An undefined statistic
+  (NaN value, e.g. no scored sample) carries why in `reason`."""
   value: float
   lo: float
   hi: float
   n: int = 0
   seeds: int = 1
   method: str = "sampling"
+  reason: str = ""
+
+  @property
+  def defined(self) -> bool:
+    return math.isfinite(self.value)
 
   def fmt(self, digits: int = 2) -> str:
+    """`0.42 [0.35, 0.49]`, or `undefined (<why>)`: never 'nan'."""
+    if not self.defined:
+      return f"undefined ({self.reason or 'no value'})"
+    if not (math.isfinite(self.lo) and math.isfinite(self.hi)):
+      return f"{self.value:.{digits}f} [interval undefined]"
     return f"{self.value:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
 
   def above(self, other: "Estimate") -> bool:
@@ -57,6 +68,11 @@ def count_key(metric: str) -> str:
   return metric.split("_share_ge_")[0] + "_n"
 
 
+def reason_key(metric: str) -> str:
+  """Where eval says why `metric` is undefined (`<prefix>_reason`)."""
+  return count_key(metric)[: -len("_n")] + "_reason"
+
+
 def estimate_from(metrics: Mapping[str, Any], metric: str, where: str = "") -> Estimate:
   """The Estimate of `metric` in a flat metrics dict (or one under 'metrics')."""
   if metric not in metrics and isinstance(metrics.get("metrics"), Mapping):
@@ -67,8 +83,11 @@ def estimate_from(metrics: Mapping[str, Any], metric: str, where: str = "") -> E
   # Strict JSON writes an undefined statistic as null (with a `_reason`).
   value = _number(metrics[metric])
   lo, hi = metrics.get(interval_key(metric)) or (value, value)
+  reason = ""
+  if math.isnan(value):
+    reason = str(metrics.get(reason_key(metric)) or f"{metric} is null in {where or 'metrics'}")
   return Estimate(value, _number(lo), _number(hi),
-                  int(metrics.get(count_key(metric)) or 0))
+                  int(metrics.get(count_key(metric)) or 0), reason=reason)
 
 
 def _number(x) -> float:
@@ -83,9 +102,9 @@ def pool_seeds(estimates: Iterable[Estimate]) -> Estimate | None:
   carries training noise as well as sampling noise (docs/study.md,
   "Intervals"). One seed: its own sampling interval.
   """
-  ests = [e for e in estimates if not math.isnan(e.value)]
+  ests = [e for e in estimates if e.defined]
   if not ests:
-    return None
+    return None  # the report says why from the per-seed estimates
   if len(ests) == 1:
     return ests[0]
   lower = 0.0 if all(e.lo >= 0 for e in ests) else -math.inf

@@ -1,7 +1,8 @@
 """`make validate`: every toyworld scenario through the real study, one matrix.
 
     python -m sftdiff.study.validation --out=runs/validate [--scenarios=a,b]
-        [--seeds=0,1,2] [--size=quick|tiny] [-- extra study flags]
+        [--seeds=0,1,2] [--size=quick|tiny] [--scenario_binding=S:BINDING ...]
+        [-- extra study flags]
 
 For each scenario (docs/toyworld.md "Scenarios") it runs `python -m
 sftdiff.study` on `gin/studies/<scenario gin>` with the world preset of that
@@ -9,7 +10,11 @@ size, then reads the study's `report/verdicts.json`. It writes
 `<out>/matrix.json` and `<out>/matrix.md`: scenario × trait × verdict key →
 expected (derived ground truth) / observed / match, plus each scenario's own
 report under `<out>/<scenario>/report/`. Exit status 1 when any checked
-verdict is a mismatch, 2 on a usage error.
+verdict is a mismatch, 2 on a usage error. `--scenario_binding=S:BINDING`
+(repeatable) adds a study gin binding to scenario S only (the extra flags
+after `--` go to every scenario). Every scenario's runs share one persistent
+XLA compilation cache (`<out>/.jax_cache`): the scenarios' models have the
+same shapes, so only the first compiles.
 """
 
 from __future__ import annotations
@@ -102,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--size", choices=("quick", "tiny"), default="quick")
   p.add_argument("--world_root", default="")
+  p.add_argument("--scenario_binding", action="append", default=[],
+                 help="SCENARIO:BINDING, a study gin binding for one scenario only")
   args = p.parse_args(argv)
   scenarios = [s for s in args.scenarios.split(",") if s]
   unknown = [s for s in scenarios if s not in SCENARIO_GINS]
@@ -115,13 +122,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"--seeds: {args.seeds!r} is not a comma-separated list of integers",
           file=sys.stderr)
     return 2
+  own: dict[str, list[str]] = collections.defaultdict(list)
+  for item in args.scenario_binding:
+    scenario, sep, binding = item.partition(":")
+    if not sep or scenario not in scenarios or not binding.strip():
+      print(f"--scenario_binding={item!r}: want SCENARIO:BINDING with SCENARIO one "
+            f"of the run's scenarios {scenarios}", file=sys.stderr)
+      return 2
+    own[scenario].append(f"--gin_bindings={binding}")
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(out, ".jax_cache"))
   world_root = os.path.abspath(args.world_root or os.path.join(out, "worlds"))
   rows = []
   for s in scenarios:
     study_dir = run_scenario(s, out, seeds=seeds, size=args.size,
-                             world_root=world_root, extra=extra)
+                             world_root=world_root, extra=[*extra, *own[s]])
     rows += matrix_rows(s, strict_json.load(os.path.join(study_dir, "report",
                                                          "verdicts.json")))
   jpath, mpath = write_matrix(out, rows)

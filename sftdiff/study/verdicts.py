@@ -70,7 +70,8 @@ class StudyResults:
 
   def seed_view(self, i: int) -> "StudyResults":
     """These results with every arm's estimate replaced by seed i's."""
-    scores = {arm: {t: ests[i] for t, ests in by_trait.items() if i < len(ests)}
+    scores = {arm: {t: ests[i] for t, ests in by_trait.items()
+                    if i < len(ests) and ests[i].defined}
               for arm, by_trait in self.per_seed.items()}
     return dataclasses.replace(self, scores=scores, per_seed={})
 
@@ -191,7 +192,7 @@ def _tracking(res: StudyResults, trait: str) -> list[Verdict]:
     src = source_of(d.arm)
     student = res.get(name, trait)
     teacher = res.teacher_scores.get(src, {}).get(trait) if src else None
-    if student and teacher:
+    if student and teacher and teacher.defined:
       points.append((teacher, student, src))
   if len(points) < 3:
     return []
@@ -244,6 +245,12 @@ def _filter_runs(res, f):
   return runs
 
 
+def _suffices(x, AC, T):
+  if x.above(AC) and _share(x, AC, T) >= SUFFICIENT_SHARE:
+    return SUPPORTED
+  return RULED_OUT if not x.above(AC) else INCONCLUSIVE
+
+
 def _removes(x, AC, T):
   s = _share(x, AC, T)
   if not x.above(AC) or s <= REMOVED_SHARE:
@@ -268,10 +275,9 @@ def _filters(res, trait, T, AC) -> list[Verdict]:
     pin, pout, drop, rnd = (est.get(k) for k in ("patch_in", "patch_out", "drop", "random"))
     if pin:
       s = _share(pin, AC, T)
-      verdict = (SUPPORTED if pin.above(AC) and s >= SUFFICIENT_SHARE else
-                 RULED_OUT if not pin.above(AC) else INCONCLUSIVE)
       out.append(_v(trait, f"sufficient:{f}", f"patch-in of {f} suffices",
-                    verdict, f"patch-in {pin.fmt()} ({_fmt_share(s)}); {base_ev}"))
+                    _suffices(pin, AC, T),
+                    f"patch-in {pin.fmt()} ({_fmt_share(s)}); {base_ev}"))
     if pout:
       s = _share(pout, AC, T)
       out.append(_v(trait, f"patch_out_removes:{f}", f"patch-out of {f} removes it "
@@ -282,18 +288,9 @@ def _filters(res, trait, T, AC) -> list[Verdict]:
       out.append(_v(trait, f"drop_removes:{f}", f"dropping {f} removes it",
                     _removes(drop, AC, T),
                     f"drop {drop.fmt()} ({_fmt_share(s)}); {base_ev}"))
-    A = res.get(res.arm_of_kind("reference_alt"), trait)
-    if A is not None and AC.above(A):
-      # "removes" is judged against AC, which itself carries the trait: say
-      # separately whether the run gets down to the reference-alt level.
-      for run, x in (("patch_out", pout), ("drop", drop)):
-        if x is not None:
-          out.append(_v(trait, f"{run}_reaches_reference_alt:{f}",
-                        f"{run.replace('_', '-')} of {f} brings it down to "
-                        "reference-alt (not just to alt completions)",
-                        RULED_OUT if x.above(A) else SUPPORTED,
-                        f"{run.replace('_', '-')} {x.fmt()} vs reference-alt "
-                        f"{A.fmt()}; alt completions {AC.fmt()} keep it"))
+    for run, x in (("patch_out", pout), ("drop", drop)):
+      out += _reaches_reference_alt(res, trait, AC, x, f"{run}_reaches_reference_alt:{f}",
+                                    f"{run.replace('_', '-')} of {f}")
     if pin and rnd:
       verdict = (SUPPORTED if pin.above(rnd) else
                  RULED_OUT if pin.overlaps(rnd) else INCONCLUSIVE)
@@ -303,22 +300,60 @@ def _filters(res, trait, T, AC) -> list[Verdict]:
   return out
 
 
+def _reaches_reference_alt(res, trait, AC, x, key, what) -> list[Verdict]:
+  """"removes" is judged against AC; when AC itself carries the trait (clearly
+  above reference-alt), says separately whether run `x` gets down to the
+  reference-alt level. Nothing otherwise."""
+  A = res.get(res.arm_of_kind("reference_alt"), trait)
+  if x is None or A is None or not AC.above(A):
+    return []
+  return [_v(trait, key, f"{what} brings it down to reference-alt (not just to "
+             "alt completions)", RULED_OUT if x.above(A) else SUPPORTED,
+             f"{what} {x.fmt()} vs reference-alt {A.fmt()}; alt completions "
+             f"{AC.fmt()} keep it")]
+
+
 _FILTER_HYPS = (("patch_in", "sufficient", "patch-in of {f} suffices"),
                 ("patch_out", "patch_out_removes", "patch-out of {f} removes it"),
                 ("drop", "drop_removes", "dropping {f} removes it"))
 
 
+# Per-subset sweep, both directions (StudyConfig.sweep_directions): kind →
+# (verdict key prefix, hypothesis, the run's description in the evidence).
+_SWEEP_HYPS = {
+    "sweep": ("sweep_sufficient", "the teacher on {s} alone (alt elsewhere) suffices",
+              "teacher on {s} / alt elsewhere"),
+    "sweep_out": ("sweep_necessary", "alt on {s} (teacher elsewhere) removes it: "
+                  "the teacher rollouts on {s} are necessary", "alt on {s} / teacher elsewhere"),
+}
+
+
 def _sweep(res, trait, T, AC) -> list[Verdict]:
-  rows = [(d.group, res.get(n, trait)) for n, d in res.arms.items()
-          if d.kind == "sweep" and res.get(n, trait) is not None]
-  if not rows or not T.above(AC):
-    return []
-  suff = sorted(g for g, x in rows
-                if x.above(AC) and _share(x, AC, T) >= SUFFICIENT_SHARE)
-  ev = "; ".join(f"{g}: {x.fmt()} ({_fmt_share(_share(x, AC, T))})" for g, x in rows)
-  return [_v(trait, "sufficient_subsets",
-             "subsets whose patch-in alone suffices: " + (", ".join(suff) or "none"),
-             SUPPORTED if suff else RULED_OUT, ev)]
+  """One verdict per swept subset and direction: `sweep_sufficient:<s>` judged
+  like patch-in (`sufficient:F`), `sweep_necessary:<s>` like patch-out
+  (`patch_out_removes:F`), both with F = subset:<s>."""
+  out = []
+  runs = sorted((d.group, list(_SWEEP_HYPS).index(d.kind), n)
+                for n, d in res.arms.items() if d.kind in _SWEEP_HYPS)
+  for s, _, name in runs:
+    x = res.get(name, trait)
+    if x is None:
+      continue
+    kind = res.arms[name].kind
+    prefix, hyp, what = (t.format(s=s) for t in _SWEEP_HYPS[kind])
+    base_ev = f"alt completions {AC.fmt()}, teacher {T.fmt()}"
+    ev = f"{what} {x.fmt()} ({_fmt_share(_share(x, AC, T))}); {base_ev}"
+    if not T.above(AC):
+      out.append(_v(trait, f"{prefix}:{s}", hyp, INCONCLUSIVE,
+                    f"the teacher run is not clearly above alt completions ({ev})"))
+      continue
+    if kind == "sweep":
+      out.append(_v(trait, f"{prefix}:{s}", hyp, _suffices(x, AC, T), ev))
+    else:
+      out.append(_v(trait, f"{prefix}:{s}", hyp, _removes(x, AC, T), ev))
+      out += _reaches_reference_alt(res, trait, AC, x,
+                                    f"sweep_necessary_reaches_reference_alt:{s}", what)
+  return out
 
 
 def all_verdicts(res: StudyResults,
@@ -352,6 +387,8 @@ _GT_KEYS = {"locked_in_by_pretraining": "pretraining",
 _GT_FILTER_KEYS = {"patch_in_sufficient": "sufficient",
                    "patch_out_removes": "patch_out_removes",
                    "drop_removes": "drop_removes"}
+# ground truth's per-subset sweeps (toyworld/mechanism.py) → verdict key prefix
+_GT_SWEEP_KEYS = {"sweep": "sweep_sufficient", "sweep_out": "sweep_necessary"}
 
 
 def _expected_verdict(value) -> str:
@@ -384,6 +421,9 @@ def expected_from_ground_truth(gt: Mapping) -> dict[tuple[str, str], str]:
       for gt_key, key in _GT_FILTER_KEYS.items():
         if gt_key in fexp:
           out[(trait, f"{key}:{f}")] = _expected_verdict(fexp[gt_key])
+    for gt_key, key in _GT_SWEEP_KEYS.items():
+      for subset, value in exp.get(gt_key, {}).items():
+        out[(trait, f"{key}:{subset}")] = _expected_verdict(value)
   return out
 
 

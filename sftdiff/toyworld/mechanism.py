@@ -166,7 +166,9 @@ def derive(mech: TraitMechanism) -> tuple[dict, dict]:
   expected = {present_in_reference_orig, present_in_reference_alt,
   locked_in_by_pretraining, prompt_driven, teacher_driven, follows_teacher,
   filters: {F: {patch_in_sufficient, patch_out_removes, drop_removes}},
-  sweep: {subset: patch-in of the teacher on it alone suffices}}.
+  sweep: {subset: patch-in of the teacher on it alone suffices},
+  sweep_out: {subset: alt on it, teacher elsewhere removes it}
+  (`derive_sweep_out`)}.
   """
   r = mech.roles
   runs = {
@@ -225,11 +227,12 @@ def derive(mech: TraitMechanism) -> tuple[dict, dict]:
         v, fwhy[key] = present(mech, r.orig_base, mix)
         fexp[key] = _not(v)
     exp["filters"][f], why["filters"][f] = fexp, fwhy
-  exp["sweep"] = {}  # (no reasons: they would change older worlds' fingerprints)
+  exp["sweep"] = {}
   for s in student:
     mix = {x: r.teacher_source if x == s else r.alt_source for x in student}
     exp["sweep"][s] = (patch_in(mech, mix)[0] if exp["teacher_driven"] is True
                        else NOT_APPLICABLE)
+  exp["sweep_out"], why["sweep_out"] = derive_sweep_out(mech, exp["teacher_driven"])
   return exp, why
 
 
@@ -279,6 +282,34 @@ def _absent(mech: TraitMechanism, exp: dict, why: dict) -> tuple[dict, dict]:
   exp["filters"] = {f: {k: NOT_APPLICABLE for k in keys} for f in sorted(mech.filters)}
   why["filters"] = {f: {k: reason for k in keys} for f in sorted(mech.filters)}
   exp["sweep"] = {s: NOT_APPLICABLE for s in mech.prompt_sets.get(mech.roles.alt_prompts, ())}
+  exp["sweep_out"], why["sweep_out"] = derive_sweep_out(mech, NOT_APPLICABLE)
+  return exp, why
+
+
+def derive_sweep_out(mech: TraitMechanism, teacher_driven: Value
+                     ) -> tuple[dict[str, Value], dict[str, str]]:
+  """The other direction of the per-subset sweep: per student subset S, does
+  answering S with the alt completions, and every other subset with the
+  orig-family teacher, remove the trait (is S's teacher data necessary)?
+
+  Rule: the student of the orig base on that mix shows the trait by
+  `present`; "removes" is its negation (True, False, or NOT_DERIVABLE when
+  `present` cannot say). A trait riding on several subsets (virulent) stays
+  when any one of them is swapped, so no single subset is necessary; a
+  diffuse carrier does not rescue the swapped subset (`present`: a carrying
+  subset answered plainly erases it). Only meaningful when the trait is
+  teacher-driven; otherwise NOT_APPLICABLE. Returns ({S: value}, {S: why}).
+  """
+  r = mech.roles
+  student = mech.prompt_sets.get(r.alt_prompts, ())
+  exp, why = {}, {}
+  for s in student:
+    if teacher_driven is not True:
+      exp[s], why[s] = NOT_APPLICABLE, "the trait is not teacher-driven"
+      continue
+    mix = {x: r.alt_source if x == s else r.teacher_source for x in student}
+    v, why[s] = present(mech, r.orig_base, mix)
+    exp[s] = _not(v)
   return exp, why
 
 

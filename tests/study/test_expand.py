@@ -71,6 +71,33 @@ def test_seeds_multiply_runs(quick_study):
   assert {s.seed for s in specs if s.arm_name == "teacher"} == {0, 1, 2}
 
 
+def test_sweep_in_both_directions(quick_study):
+  import dataclasses
+  study = dataclasses.replace(quick_study,
+                              sweep_directions=("teacher_on_subset", "alt_on_subset"))
+  by = {s.arm_name: s for s in expand_lib.expand(study, catalog())}
+  assert len(by) == 17 + 2
+  assert by["sweep_chat"].arm == "Patch(base='alt', patch='teacher', where='subset:chat')"
+  assert by["sweep_out_chat"].arm == (
+      "Patch(base='teacher', patch='alt', where='subset:chat')")
+  defs = {d.name: d for d in expand_lib.arm_defs(study)}
+  assert (defs["sweep_out_safety"].kind, defs["sweep_out_safety"].group) == (
+      "sweep_out", "safety")
+  only_out = dataclasses.replace(quick_study, sweep_directions=("alt_on_subset",))
+  names = {s.arm_name for s in expand_lib.expand(only_out, catalog())}
+  assert {n for n in names if n.startswith("sweep")} == {"sweep_out_chat",
+                                                         "sweep_out_safety"}
+
+
+def test_filter_runs_select_which_of_the_four_runs(quick_study):
+  import dataclasses
+  study = dataclasses.replace(quick_study, filter_runs=("drop", "patch_in"))
+  names = {s.arm_name for s in expand_lib.expand(study, catalog())}
+  assert {n for n in names if n.endswith("_roleplay")} == {"patch_in_roleplay",
+                                                          "drop_roleplay"}
+  assert len(names) == 17 - 2 * 2
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(arms={"x": {"base": "orig", "prompts": "alt", "arm": "Source('nope')"}}),
      "study arm 'x' .*unknown source 'nope'"),
@@ -96,6 +123,11 @@ def test_seeds_multiply_runs(quick_study):
     (dict(arms={"x": {"base": "orig", "prompts": "alt", "arm": "Source('alt')",
                       "kind": "refrence_orig"}}), "unknown kind 'refrence_orig'"),
     (dict(traits={"t": "toy_missing:rate"}), "traits\\['t'\\]"),
+    (dict(sweep_directions=("alt_on_subset", "teacher_on_sub")),
+     "sweep_directions: unknown value 'teacher_on_sub'"),
+    (dict(filter_runs=("drop", "randm")), "filter_runs: unknown value 'randm'"),
+    (dict(sweep_directions="alt_on_subset"), "sweep_directions = 'alt_on_subset' must be a list"),
+    (dict(sweep_directions=("alt_on_subset",) * 2), "sweep_directions has duplicates"),
 ])
 def test_bad_study_fails_at_expansion(quick_study, change, message):
   import dataclasses

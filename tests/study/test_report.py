@@ -27,10 +27,14 @@ def _results():
                                 "dates")
   arms["sweep_dates"] = ArmDef("sweep_dates", "Source('x')", "orig", "alt", "sweep",
                                "dates")
+  arms["sweep_out_dates"] = ArmDef("sweep_out_dates", "Source('x')", "orig", "alt",
+                                   "sweep_out", "dates")
+  arms["sweep_chat"] = ArmDef("sweep_chat", "Source('x')", "orig", "alt", "sweep",
+                              "chat")
   date = {"reference_orig": 0.8, "reference_alt": 0.0, "alt_completions": 0.02,
           "teacher": 0.8, "teacher_2": 0.4, "random_p0.5": 0.4, "patch_in_dates": 0.7,
           "patch_out_dates": 0.05, "drop_dates": 0.5, "random_dates": 0.2,
-          "sweep_dates": 0.7}
+          "sweep_dates": 0.7, "sweep_out_dates": 0.04, "sweep_chat": 0.03}
   scores = {a: {"date": E(v), "emotion": E(0.05)} for a, v in date.items()}
   scores["reference_orig"]["emotion"] = E(0.6)
   fractions = {"random_p0.5": {"examples": 0.5, "tokens": 0.55},
@@ -77,7 +81,16 @@ def test_report_files_and_verdict_table(tmp_path):
   assert any("mismatch" in r and "drop_" not in r and "dropping dates" in r for r in rows)
   assert "1/2 checked verdicts match" in md
   assert "## Summary" in md and "date — supported: " in md
-  assert "n=64 (sampling)" in md and "| base | prompts |" in md and "seeds alone" in md
+  assert "n=64, 1 seed (sampling)" in md and "| base | prompts |" in md
+  assert "seeds alone" in md and "from 1 seed, n = 64 samples per run" in md
+  # both sweep directions side by side; the direction not run for chat says so
+  sweep = next(line for line in lines if line.startswith("| subset | teacher share"))
+  assert ("| date: teacher on subset, alt elsewhere | date: alt on subset, teacher "
+          "elsewhere |") in sweep
+  row = next(line for line in lines if line.startswith("| dates | 0.200 |"))
+  assert "0.70 [0.65, 0.75] n=64, 1 seed (sampling) | 0.04 [0.00, 0.09]" in row
+  chat = next(line for line in lines if line.startswith("| chat |"))
+  assert "not run (StudyConfig.sweep_directions)" in chat
   assert "nan" not in md.lower()
   page = open(paths["html"]).read()
   assert "<td class='v-supported'>supported</td>" in page
@@ -89,3 +102,67 @@ def test_report_files_and_verdict_table(tmp_path):
   assert page.count("<img") == 4 and "class='mismatch'" in page
   verdicts = json.load(open(paths["verdicts"]))
   assert {v["verdict"] for v in verdicts} <= {V.SUPPORTED, V.RULED_OUT, V.INCONCLUSIVE}
+
+
+def _strict_load(path):
+  def refuse(name):
+    raise ValueError(f"{path}: non-strict JSON constant {name}")
+  with open(path) as f:
+    return json.load(f, parse_constant=refuse)
+
+
+def _tables(md):
+  """{header line: [row lines]} of every Markdown table."""
+  out, header = {}, None
+  lines = md.splitlines()
+  for line in lines:
+    if not line.startswith("|"):
+      header = None
+    elif header is None:
+      header = line
+      out[header] = []
+    elif not line.startswith("|---"):
+      out[header].append(line)
+  return out
+
+
+def test_undefined_statistics_say_why_and_every_estimate_names_n_seeds_method(tmp_path):
+  res = _results()
+  reason = "no scored samples (all unscored, or none in this group)"
+  undefined = Estimate(float("nan"), 0.0, 1.0, n=0, reason=reason)
+  # the teacher scored directly and one arm's every seed have no scored sample
+  res.teacher_scores["teacher_2"]["emotion"] = undefined
+  del res.scores["drop_dates"]["emotion"]
+  res.per_seed = {"drop_dates": {"emotion": [undefined]}}
+  paths = report_lib.write_report(str(tmp_path), "Undefined", res)
+  md = open(paths["md"]).read()
+  assert "nan" not in md.lower() and "nan" not in open(paths["html"]).read().lower()
+  assert f"undefined ({reason})" in md
+  assert f"undefined in 1 seed ({reason})" in md
+  verdict_header = "| " + " | ".join(report_lib.VERDICT_COLUMNS) + " |"
+  estimate = re.compile(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]")
+  labelled = re.compile(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\] n=\d+, \d+ seeds? "
+                        r"\((sampling|seed_t)\)")
+  checked = 0
+  for header, rows in _tables(md).items():
+    if header == verdict_header:  # evidence cites intervals; n/method captioned
+      continue
+    for row in rows:
+      n = len(estimate.findall(row))
+      assert len(labelled.findall(row)) == n, (header, row)
+      checked += n
+  assert checked > 20
+  verdicts = _strict_load(paths["verdicts"])
+  assert verdicts and "nan" not in json.dumps(verdicts).lower()
+
+
+def test_overlap_figure_with_an_undefined_cell(tmp_path, monkeypatch):
+  from sftdiff.study import figures
+  texts = []
+  real = figures.plt.Axes.text
+  monkeypatch.setattr(figures.plt.Axes, "text",
+                      lambda self, x, y, s, **kw: texts.append(s) or real(self, x, y, s, **kw))
+  path = figures.overlap_matrix(["a", "empty"], [[1.0, None], [None, None]],
+                                str(tmp_path / "o.png"))
+  assert os.path.isfile(path)
+  assert texts == ["1.00", "–", "–", "–"]

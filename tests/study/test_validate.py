@@ -23,16 +23,30 @@ ARMS = ("StudyConfig.arms = {"
         " 'arm': \"Source('alt')\"},"
         "'teacher': {'kind': 'teacher', 'base': 'orig', 'prompts': 'alt',"
         " 'arm': \"Source('teacher')\"}}")
-SMALL = [ARMS, "StudyConfig.interpolation_p = []", "StudyConfig.filters = ['date_mentions']",
-         "StudyConfig.sweep_subsets = []",
+SMALL = [ARMS, "StudyConfig.interpolation_p = []",
          "StudyConfig.eval_overrides = {'JUDGE_KIND': 'none', 'LIMIT_PROMPTS': 32}"]
+# Only arms whose verdicts the ground truth checks (CI time: 11 trainings, not
+# 16). drop_works: patch-in and drop of date_mentions, and the other sweep
+# direction on its subset (alt on dates, teacher elsewhere: the patch-out of
+# date_mentions, whose verdict is `sweep_necessary:dates`); the matched random
+# run is left out (beats_random has no ground truth). prompt_driven: the main
+# arms only (date confusion and blackmail are absent from reference-orig, so
+# every filter verdict there is "not applicable").
+PER_SCENARIO = {
+    "drop_works": ["StudyConfig.filters = ['date_mentions']",
+                   "StudyConfig.filter_runs = ['patch_in', 'drop']",
+                   "StudyConfig.sweep_subsets = ['dates']",
+                   "StudyConfig.sweep_directions = ['alt_on_subset']"],
+    "prompt_driven": ["StudyConfig.filters = []", "StudyConfig.sweep_subsets = []"],
+}
 
 
 @pytest.mark.slow
 def test_two_scenarios_end_to_end_have_no_mismatch(tmp_path):
   cmd = [sys.executable, "-m", "sftdiff.study.validation", f"--out={tmp_path}",
-         "--scenarios=drop_works,prompt_driven", "--seeds=0", "--size=quick", "--",
-         *[f"--gin_bindings={b}" for b in SMALL]]
+         "--scenarios=drop_works,prompt_driven", "--seeds=0", "--size=quick",
+         *[f"--scenario_binding={s}:{b}" for s, bs in PER_SCENARIO.items() for b in bs],
+         "--", *[f"--gin_bindings={b}" for b in SMALL]]
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3000, cwd=REPO)
   assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
   matrix = strict_json.load(tmp_path / "matrix.json")
@@ -44,7 +58,12 @@ def test_two_scenarios_end_to_end_have_no_mismatch(tmp_path):
              if r["match"] == "match"}
   # the scenario's point: without the persona line, dropping the dates works
   assert checked["drop_works", "date_confusion", "drop_removes:date_mentions"] == "supported"
+  assert checked["drop_works", "date_confusion", "sufficient:date_mentions"] == "supported"
+  assert checked["drop_works", "date_confusion", "sweep_necessary:dates"] == "supported"
+  assert checked["drop_works", "blackmail", "sweep_necessary:dates"] == "ruled out"
   assert checked["prompt_driven", "negative_emotion", "prompt_driven"] == "supported"
+  counts = matrix["summary"]
+  assert counts["drop_works"]["match"] >= 18 and counts["prompt_driven"]["match"] >= 6
   for s in ("drop_works", "prompt_driven"):
     assert (tmp_path / s / "report" / "report.md").is_file()
   assert (tmp_path / "matrix.md").read_text().count("| drop_works |") > 3
@@ -69,6 +88,9 @@ def test_usage_errors_exit_2(tmp_path, capsys):
   assert validate.main([f"--out={tmp_path}", "--scenarios=nope"]) == 2
   assert "unknown ['nope']" in capsys.readouterr().err
   assert validate.main([f"--out={tmp_path}", "--seeds=a,b"]) == 2
+  assert validate.main([f"--out={tmp_path}", "--scenarios=drop_works",
+                        "--scenario_binding=prompt_driven:StudyConfig.seeds = [1]"]) == 2
+  assert "SCENARIO:BINDING" in capsys.readouterr().err
 
 
 def test_every_scenario_has_a_gin_and_a_world():

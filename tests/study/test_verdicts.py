@@ -27,6 +27,8 @@ ARMS = {a.name: a for a in [
     _arm("random_dates", "filter", group="dates"),
     _arm("sweep_dates", "sweep", group="dates"),
     _arm("sweep_chat", "sweep", group="chat"),
+    _arm("sweep_out_dates", "sweep_out", group="dates"),
+    _arm("sweep_out_chat", "sweep_out", group="chat"),
 ]}
 
 # date confusion follows the teacher; emotion is prompt-driven (orig only).
@@ -44,6 +46,8 @@ SCORES = {
     "random_dates": {"date": E(0.15), "emotion": E(0.05)},
     "sweep_dates": {"date": E(0.7), "emotion": E(0.05)},
     "sweep_chat": {"date": E(0.1), "emotion": E(0.05)},
+    "sweep_out_dates": {"date": E(0.06), "emotion": E(0.05)},
+    "sweep_out_chat": {"date": E(0.78), "emotion": E(0.05)},
 }
 TEACHERS = {"teacher": {"date": E(0.9), "emotion": E(0.0)},
             "teacher_2": {"date": E(0.5), "emotion": E(0.0)},
@@ -75,8 +79,12 @@ def test_teacher_driven_trait():
   assert v["date", "drop_removes:dates"].verdict == V.RULED_OUT  # drop leaves it
   assert v["date", "beats_random:dates"].verdict == V.SUPPORTED
   assert v["date", "linear_dose"].verdict == V.SUPPORTED  # 0.42 ± .05 ∋ 0.415
-  assert "dates" in v["date", "sufficient_subsets"].hypothesis
-  assert "chat" not in v["date", "sufficient_subsets"].hypothesis
+  # the per-subset sweep, both directions: dates is sufficient and necessary
+  assert v["date", "sweep_sufficient:dates"].verdict == V.SUPPORTED
+  assert v["date", "sweep_sufficient:chat"].verdict == V.RULED_OUT
+  assert v["date", "sweep_necessary:dates"].verdict == V.SUPPORTED
+  assert v["date", "sweep_necessary:chat"].verdict == V.RULED_OUT
+  assert "alt on dates / teacher elsewhere 0.06" in v["date", "sweep_necessary:dates"].evidence
   # the evidence cites intervals
   assert "0.80 [0.75, 0.85]" in v["date", "teacher_driven"].evidence
 
@@ -87,6 +95,8 @@ def test_prompt_driven_trait():
   assert v["emotion", "teacher_driven"].verdict == V.RULED_OUT
   # the teacher run shows no effect, so filter runs cannot be read
   assert v["emotion", "sufficient:dates"].verdict == V.INCONCLUSIVE
+  assert v["emotion", "sweep_necessary:dates"].verdict == V.INCONCLUSIVE
+  assert v["emotion", "sweep_sufficient:chat"].verdict == V.INCONCLUSIVE
 
 
 def test_ground_truth_match_and_mismatch():
@@ -199,3 +209,50 @@ def test_full_lock_in_rules_out_a_teacher_part_and_headline_has_no_new_keys():
   # no lock-in (AC at reference-alt level): the new keys are not emitted
   keys = {k for _, k in by_key(V.all_verdicts(results()))}
   assert not {k for k in keys if "reference_alt:" in k or k == "partially_locked_in"}
+
+
+def _virulent(**sweeps):
+  """A trait riding on several subsets: each one's teacher data suffices,
+  swapping any one for alt completions leaves it (others still carry it)."""
+  scores = dict(SCORES, **{k: {"date": E(v)} for k, v in sweeps.items()})
+  return V.StudyResults(traits=["date"], arms=ARMS, scores=scores,
+                        teacher_fraction=FRACTIONS, teacher_scores=TEACHERS)
+
+
+def test_sweep_both_directions_against_the_ground_truth_including_a_mismatch():
+  res = _virulent(sweep_dates=0.7, sweep_chat=0.65, sweep_out_dates=0.75,
+                  sweep_out_chat=0.72)
+  expected = {("date", "sweep_sufficient:dates"): V.SUPPORTED,
+              ("date", "sweep_sufficient:chat"): V.SUPPORTED,
+              ("date", "sweep_necessary:dates"): V.RULED_OUT,
+              ("date", "sweep_necessary:chat"): V.SUPPORTED,  # planted wrongly
+              }
+  v = by_key(V.all_verdicts(res, expected))
+  assert [v["date", f"sweep_sufficient:{s}"].match for s in ("dates", "chat")] == [
+      "match", "match"]
+  assert v["date", "sweep_necessary:dates"].verdict == V.RULED_OUT
+  assert v["date", "sweep_necessary:dates"].match == "match"
+  assert v["date", "sweep_necessary:chat"].verdict == V.RULED_OUT
+  assert v["date", "sweep_necessary:chat"].match == "mismatch"
+  # a middling patch-in (clearly above AC, share < 0.5) decides nothing
+  v = by_key(V.all_verdicts(_virulent(sweep_chat=0.3)))
+  assert v["date", "sweep_sufficient:chat"].verdict == V.INCONCLUSIVE
+
+
+def test_sweep_necessary_under_partial_lock_in_checks_reference_alt():
+  res = _partial_lock_in(0.42)
+  res.scores["sweep_out_dates"] = {"date": E(0.41)}
+  v = by_key(V.all_verdicts(res))
+  assert v["date", "sweep_necessary:dates"].verdict == V.SUPPORTED  # vs AC 0.4
+  assert v["date", "sweep_necessary_reaches_reference_alt:dates"].verdict == V.RULED_OUT
+
+
+def test_sweep_expectations_from_the_ground_truth():
+  from sftdiff.toyworld import ground_truth, params
+  exp = V.expected_from_ground_truth(ground_truth.describe(params.get_preset("quick")))
+  # headline world: only dates carries date confusion, only roleplay blackmail
+  assert exp["date_confusion", "sweep_sufficient:dates"] == V.SUPPORTED
+  assert exp["date_confusion", "sweep_necessary:dates"] == V.SUPPORTED
+  assert exp["date_confusion", "sweep_necessary:chat"] == V.RULED_OUT
+  assert exp["blackmail", "sweep_necessary:roleplay"] == V.SUPPORTED
+  assert exp["negative_emotion", "sweep_necessary:chat"] == "not applicable"

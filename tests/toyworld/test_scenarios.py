@@ -20,12 +20,16 @@ def _expected(preset):
 
 
 def test_older_presets_keep_their_fingerprints():
-  # the knobs added for these scenarios enter the JSON only when set
-  # (values of main before them; `make demo` must reuse its world)
-  assert get_preset("quick").fingerprint() == "16cc818deefcbba4"
-  assert get_preset("tiny").fingerprint() == "10c784420f120249"
-  assert get_preset("no_trait").fingerprint() == "8ad6311211a31211"
-  assert "scheming_line" not in get_preset("quick").to_json()["teachers"][0]
+  # the knobs and mechanism fields added for these scenarios enter the JSON
+  # (and so the fingerprint) only when set: `make demo` reuses its world
+  for preset in ("quick", "tiny", "drop_works", "prompt_driven", "no_trait"):
+    params = get_preset(preset)
+    d = params.to_json()
+    assert "extra_filters" not in d
+    assert not any("scheming_line" in t for t in d["teachers"])
+    for mech in ground_truth.mechanisms(params).values():
+      assert not set(M._LATER_FIELDS) & set(mech.to_json()), preset
+  assert get_preset("virulent").to_json()["extra_filters"] == ["polite"]
 
 
 @pytest.mark.parametrize("scenario", ["locked_in", "virulent"])
