@@ -133,3 +133,22 @@ def test_every_scenario_preset_exists_at_both_sizes():
   for name in SCENARIOS:
     if name != "headline":
       assert name in PRESETS and f"{name}_tiny" in PRESETS
+
+
+@pytest.mark.slow  # three study dry runs in subprocesses (no world is built)
+@pytest.mark.parametrize("scenario", ["locked_in", "virulent", "no_trait"])
+def test_scenario_study_gin_plans(scenario, tmp_path):
+  # no_trait lists `refusal`, a built-in filter outside the registry, which
+  # the preset-only catalog used to reject
+  import os
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  proc = subprocess.run(
+      [sys.executable, "-m", "sftdiff.study", f"--gin_file=studies/scenario_{scenario}.gin",
+       f"--gin.STUDY_DIR={str(tmp_path)!r}", "--dry_run"],
+      capture_output=True, text=True, cwd=repo, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  out = proc.stdout + proc.stderr
+  assert "patch_in_polite" in out or scenario == "no_trait"
+  assert "patch_in_refusal" in out or scenario == "locked_in"
