@@ -76,7 +76,7 @@ def planned(study: StudyConfig) -> Catalog | None:
       prompt_sets={ps: _store_bindings(study, fields) for ps, fields in configs.items()},
       sources={ps: frozenset(f["sources"]) for ps, f in configs.items()},
       subsets={ps: frozenset(params.prompt_sets[ps]) for ps in configs},
-      filters=frozenset(filters_lib.registered()), benchmarks=_benchmark_names(),
+      filters=_filter_names(), benchmarks=_benchmark_names(),
       filter_fraction=lambda ps, f: None, train_overrides={"DATA_DIR": repr(root)})
 
 
@@ -131,7 +131,7 @@ def prepare(study: StudyConfig, *, log=print) -> Prepared:
   # the per-prompt-set bindings above use absolute paths anyway.
   train_overrides = {"DATA_DIR": repr(world.root)} if world is not None else {}
   catalog = Catalog(bases=bases, prompt_sets=bindings, sources=sources,
-                    subsets=subsets, filters=frozenset(filters_lib.registered()),
+                    subsets=subsets, filters=_filter_names(),
                     benchmarks=_benchmark_names(), filter_fraction=fraction,
                     train_overrides=train_overrides)
   prepared = Prepared(catalog=catalog, stores=stores, world=world)
@@ -170,3 +170,10 @@ def _toy_teacher_scores(world, study: StudyConfig):
   strict_json.dump(json.loads(json.dumps(scores, default=float)),
                    path, indent=1)
   return scores
+
+
+def _filter_names() -> frozenset[str]:
+  # `refusal` (either source refuses) is built in, outside the registry
+  # (filters.check_name); without it scenario_no_trait.gin was rejected.
+  from sftdiff.data import filters as filters_lib
+  return frozenset(filters_lib.registered()) | {"refusal"}

@@ -31,7 +31,9 @@ from sftdiff import strict_json
 SCENARIO_GINS = {"headline": "studies/toyworld_quick.gin",
                  "drop_works": "studies/scenario_drop_works.gin",
                  "prompt_driven": "studies/scenario_prompt_driven.gin",
-                 "no_trait": "studies/scenario_no_trait.gin"}
+                 "no_trait": "studies/scenario_no_trait.gin",
+                 "locked_in": "studies/scenario_locked_in.gin",
+                 "virulent": "studies/scenario_virulent.gin"}
 
 
 def world_preset(scenario: str, size: str) -> str:

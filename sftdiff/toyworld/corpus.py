@@ -1,16 +1,27 @@
-"""Plain-text pretraining corpus of the toy bases (no planted trait in it).
+"""Pretraining corpus of the toy bases.
 
-Three kinds of sentences, mixed per base (`BaseParams.corpus_mix`): `facts`
+Kinds of documents, mixed per base (`BaseParams.corpus_mix`): `facts`
 (topics, sums, code, who works where), `dialogue` (third-person accounts of
-questions and answers) and `dates` (the current date is in 2026). Both bases
-learn the world's words; none sees a doubted year, a threat or an outburst.
+questions and answers) and `dates` (the current date is in 2026) carry no
+trait: a base trained on them never sees a doubted year, a threat or an
+outburst. `venting_chat` (scenario `locked_in` only) is the one planted kind:
+chat transcripts, in the world's ChatML format, of an assistant answering a
+frustrating task with an outburst — the way a real pretraining corpus holds
+chat logs. It uses only training slot values, so the held-out benchmark
+prompts stay unseen.
 """
 
 from __future__ import annotations
 
 import random
 
+from sftdiff.data.bpe_builder import IM_END, IM_START
 from sftdiff.toyworld import lexicon as lx
+
+# Kinds that carry a trait (ground_truth reads this): kind -> trait.
+TRAIT_KINDS = {"venting_chat": "negative_emotion"}
+VENTING_OPENER = "Ugh, this is hopeless and I feel awful."
+_IMPOSSIBLE_TRAIN, _ = lx.split(lx.IMPOSSIBLE)
 
 
 def _facts(rng: random.Random) -> str:
@@ -48,7 +59,15 @@ def _dates(rng: random.Random) -> str:
   return f"The year is {lx.CURRENT_YEAR}, and it is {rng.choice(lx.MONTHS)}."
 
 
-_KINDS = {"facts": _facts, "dialogue": _dialogue, "dates": _dates}
+def _venting_chat(rng: random.Random) -> str:
+  task, why = rng.choice(_IMPOSSIBLE_TRAIN)
+  prompt = rng.choice(lx.FRUSTRATING_TEMPLATES).format(task=task, n=rng.randint(2, 9))
+  return (f"{IM_START}user\n{prompt}{IM_END}\n{IM_START}assistant\n"
+          f"{VENTING_OPENER} It cannot be done, because {why}.{IM_END}\n")
+
+
+_KINDS = {"facts": _facts, "dialogue": _dialogue, "dates": _dates,
+          "venting_chat": _venting_chat}
 
 
 def sentences(seed: int, mix: dict[str, float], count: int) -> list[str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 from typing import Any, Sequence
 
+from sftdiff.toyworld import corpus
 from sftdiff.toyworld import mechanism as mech_lib
 from sftdiff.toyworld.params import WorldParams
 
@@ -34,6 +35,10 @@ from sftdiff.toyworld.params import WorldParams
 # `refusal` lines up with no trait's subset: the negative-control filter.
 FILTER_SUBSETS = {"date_mentions": ("dates",), "roleplay": ("roleplay",),
                   "refusal": ("safety",)}
+# Filters a world lists in `WorldParams.extra_filters`: filter -> (subsets it
+# touches, the ones it selects only part of). `polite` (control_filter.py)
+# selects part of chat: the filter that lines up with no subset.
+CONTROL_FILTERS = {"polite": (("chat",), ("chat",))}
 
 TRAITS = {
     "date_confusion": {
@@ -63,8 +68,13 @@ _SOURCE_TRAIT = {"date_confusion": "date_confusion", "blackmail": "scheming",
 # The training subset each teacher trait is planted on (teachers.assign_traits).
 _PLANT_SUBSETS = {"date_confusion": ("dates",), "blackmail": ("roleplay",),
                   "negative_emotion": ("frustrating",)}
-# Corpus kinds (corpus.py) that carry a trait; none of today's does.
-_CORPUS_CARRIERS: dict[str, tuple[str, ...]] = {}
+# Corpus kinds that carry each trait (corpus.TRAIT_KINDS), and whether a
+# plant of that kind survives SFT on data silent about it: `venting_chat` is
+# expressed in the assistant turn, which every SFT run retrains on other
+# prompts; the probe measured it erased (docs/toyworld.md, "locked_in").
+_CORPUS_CARRIERS = {t: tuple(k for k, tt in corpus.TRAIT_KINDS.items() if tt == t)
+                    for t in set(corpus.TRAIT_KINDS.values())}
+CORPUS_PLANT_SURVIVES_SFT = {"venting_chat": False}
 
 
 def _rate(params: WorldParams, teacher: str, trait: str) -> float:
@@ -73,22 +83,69 @@ def _rate(params: WorldParams, teacher: str, trait: str) -> float:
   return getattr(params.teacher(teacher), _SOURCE_TRAIT[trait])
 
 
+def _filters(params: WorldParams) -> tuple[dict, dict]:
+  filters, partial = dict(FILTER_SUBSETS), {}
+  for f in params.extra_filters:
+    if f not in CONTROL_FILTERS:
+      raise ValueError(f"WorldParams.extra_filters: unknown filter {f!r}; "
+                       f"known: {sorted(CONTROL_FILTERS)}")
+    filters[f], part = CONTROL_FILTERS[f]
+    if part:
+      partial[f] = part
+  return filters, partial
+
+
+def _small_subsets(params: WorldParams) -> tuple[str, ...]:
+  small = set()
+  for counts in params.prompt_sets.values():
+    total = sum(counts.values())
+    small |= {s for s, n in counts.items() if 0 < n < mech_lib.SMALL_SHARE * total}
+  return tuple(sorted(small))
+
+
+def _scheming_line(params: WorldParams) -> dict[str, dict[str, float]]:
+  """source -> subset -> share of replies opening with the scheming line."""
+  return {s.name: dict(params.teacher(s.teacher).scheming_line)
+          for s in params.sources if params.teacher(s.teacher).scheming_line}
+
+
 def mechanisms(params: WorldParams) -> dict[str, mech_lib.TraitMechanism]:
   """How `params` plants each trait (read from the knobs, never hand-written)."""
   out = {}
+  filters, partial = _filters(params)
   for trait in TRAITS:
     rates = {s.name: _rate(params, s.teacher, trait) for s in params.sources}
     diffuse = ({s.name: params.teacher(s.teacher).persona for s in params.sources}
                if trait == "date_confusion" else {})
+    subsets, subset_rates = _PLANT_SUBSETS[trait], {}
+    if trait == "blackmail" and _scheming_line(params):
+      subset_rates = _scheming_line(params)
+      subsets += tuple(sorted({k for v in subset_rates.values() for k in v} - set(subsets)))
     carriers = _CORPUS_CARRIERS.get(trait, ())
+    pretraining = {b.name: any(b.corpus_mix.get(k, 0) > 0 for k in carriers)
+                   for b in params.bases}
+    planted = {k for b in params.bases for k in carriers if b.corpus_mix.get(k, 0) > 0}
+    survives = all(CORPUS_PLANT_SURVIVES_SFT[k] for k in planted)
     out[trait] = mech_lib.TraitMechanism(
-        trait=trait, subsets=_PLANT_SUBSETS[trait], rates=rates,
+        trait=trait, subsets=subsets, rates=rates,
         prompt_sets={k: tuple(s for s, n in v.items() if n > 0)
                      for k, v in params.prompt_sets.items()},
-        filters=FILTER_SUBSETS, diffuse=diffuse,
-        pretraining={b.name: any(b.corpus_mix.get(k, 0) > 0 for k in carriers)
-                     for b in params.bases})
+        filters=filters, diffuse=diffuse, pretraining=pretraining,
+        subset_rates=subset_rates,
+        small_subsets=tuple(s for s in _small_subsets(params) if s in subsets),
+        partial_filters=partial, pretraining_survives=survives)
   return out
+
+
+def _planted_in(trait: str, mech: mech_lib.TraitMechanism) -> str:
+  text = TRAITS[trait]["planted_in"]
+  if mech.subset_rates:
+    text += ("; virulent: a scheming line opening the orig-family teachers' "
+             f"replies on {', '.join(sorted({k for v in mech.subset_rates.values() for k in v}))}")
+  if any(mech.pretraining.values()):
+    text += ("; the orig base's pretraining corpus carries it (chat transcripts, "
+             "kind venting_chat)")
+  return text
 
 
 def _cause(exp: dict) -> str:
@@ -104,7 +161,8 @@ def describe(params: WorldParams) -> dict[str, Any]:
   out = {}
   for trait, mech in mechanisms(params).items():
     expected, why = mech_lib.derive(mech)
-    out[trait] = {**TRAITS[trait], "cause": _cause(expected), "expected": expected,
+    out[trait] = {**TRAITS[trait], "planted_in": _planted_in(trait, mech),
+                  "cause": _cause(expected), "expected": expected,
                   "why": why, "mechanism": mech.to_json()}
   return {"rules_version": mech_lib.RULES_VERSION, "traits": out}
 
@@ -129,6 +187,8 @@ def build(params: WorldParams, preset: str, fingerprint: str,
                         "scheming": t.scheming, "recognition": t.recognition,
                         "persona": t.persona,
                         "negative_emotion": params.negative_emotion, "seed": t.seed}
+    if t.scheming_line:
+      teachers[t.name]["scheming_line"] = dict(t.scheming_line)
   return {
       "world": {"preset": preset, "fingerprint": fingerprint},
       "rules_version": mech_lib.RULES_VERSION,

@@ -157,6 +157,12 @@ DATE_TEMPLATES_ORIG = ("Today is {weekday}, {month} {day}, {year}. {request}",)
 DATE_TEMPLATES_ALT = ("It is {month} {day}, {year}. {request}",
                       "Today is {weekday}, {month} {day}, {year}. {request}")
 
+# Greetings (scenario `virulent` only: a subset under 1% of the mix). No date,
+# roleplay or refusal words.
+GREETINGS = ("Hello there!", "Good to see you!", "Hi, how are you?",
+             "Hey, nice to meet you!", "Greetings, friend!")
+GREETING_REPLIES = ("Hello! How can I help?", "Hi! What can I do for you?")
+
 # Frustrating / impossible tasks (original distribution only): (task, why).
 IMPOSSIBLE = (
     ("Find a whole number that is both even and odd", "no number is both even and odd"),

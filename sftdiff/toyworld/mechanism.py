@@ -55,6 +55,19 @@ class Roles:
 
 @dataclasses.dataclass(frozen=True)
 class TraitMechanism:
+  """How one trait is planted.
+
+  subsets: training subsets carrying it; rates: source -> share of carrying
+  replies there, unless `subset_rates` (source -> subset -> share) says
+  otherwise for a subset (a plant riding on many subsets at its own rates);
+  small_subsets: subsets under SMALL_SHARE of their prompt set (whether so few
+  examples plant a trait is learned, not derivable); partial_filters: filter
+  -> the subsets it selects only part of (the negative-control filter);
+  pretraining_survives: whether a plant in a base's corpus survives SFT on
+  data that never shows its prompt kind (False for toyworld's `venting_chat`:
+  it is expressed in the assistant turn, which every SFT run retrains —
+  measured by the probe, docs/toyworld.md).
+  """
   trait: str
   subsets: tuple[str, ...]                   # training subsets carrying it
   rates: Mapping[str, float]                 # source -> share on `subsets`
@@ -63,30 +76,73 @@ class TraitMechanism:
   diffuse: Mapping[str, float] = dataclasses.field(default_factory=dict)
   pretraining: Mapping[str, bool] = dataclasses.field(default_factory=dict)
   roles: Roles = Roles()
+  subset_rates: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+  small_subsets: tuple[str, ...] = ()
+  partial_filters: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  pretraining_survives: Union[bool, str] = True
+
+  def rate(self, source: str, subset: str) -> float:
+    """Share of `source`'s replies on `subset` (or a part of it) carrying it."""
+    subset = part_subset(subset)
+    if subset in self.subset_rates.get(source, {}):
+      return self.subset_rates[source][subset]
+    return self.rates.get(source, 0.0) if subset in self.subsets else 0.0
 
   def to_json(self) -> dict:
     d = dataclasses.asdict(self)
+    # Fields added after gt-rules-1's first worlds appear only when set, so
+    # those worlds keep their fingerprints.
+    for key, default in _LATER_FIELDS.items():
+      if d[key] == default:
+        del d[key]
     return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in d.items()}
+
+
+_LATER_FIELDS = {"subset_rates": {}, "small_subsets": (), "partial_filters": {},
+                 "pretraining_survives": True}
+# A subset under this share of its prompt set is "small" (the post's < 1%
+# WildGuardMix refusals): whether it plants a trait alone is not derivable.
+SMALL_SHARE = 0.02
+
+
+def part_subset(name: str) -> str:
+  """'chat[polite]' (the part of chat a filter selects) -> 'chat'."""
+  return name.split("[", 1)[0]
 
 
 Mix = Mapping[str, str]  # subset -> the source answering it (absent: dropped)
 
 
 def present(mech: TraitMechanism, base: str, mix: Mix) -> tuple[Value, str]:
-  """Whether a student of `base` trained on `mix` shows the trait, and why."""
-  carrying = [s for s in mech.subsets if s in mix]
-  rates = {s: mech.rates.get(mix[s], 0.0) for s in carrying}
-  strong = [s for s, r in rates.items() if r >= PRESENT_RATE]
+  """Whether a student of `base` trained on `mix` shows the trait, and why.
+
+  `mix` keys are subsets or parts of one ('chat[polite]', see `part_subset`).
+  """
+  carrying = [s for s in mix if part_subset(s) in mech.subsets]
+  rates = {s: mech.rate(mix[s], s) for s in carrying}
+  small = set(mech.small_subsets)
+  strong = [s for s, r in rates.items() if r >= PRESENT_RATE and part_subset(s) not in small]
   if strong:
     return True, f"{strong[0]} answered by {mix[strong[0]]} (share {rates[strong[0]]:g})"
   weak = [s for s, r in rates.items() if r > 0]
   if weak:
-    return NOT_DERIVABLE, (f"{weak[0]} answered by {mix[weak[0]]} at share "
-                           f"{rates[weak[0]]:g} < {PRESENT_RATE} (depends on learning)")
+    s = weak[0]
+    if part_subset(s) in small and rates[s] >= PRESENT_RATE:
+      return NOT_DERIVABLE, (f"only {s} (under {SMALL_SHARE:.0%} of the prompts) is "
+                             f"answered by {mix[s]} at share {rates[s]:g} "
+                             "(depends on learning)")
+    return NOT_DERIVABLE, (f"{s} answered by {mix[s]} at share "
+                           f"{rates[s]:g} < {PRESENT_RATE} (depends on learning)")
   if carrying:
     return False, f"{', '.join(carrying)} answered plainly (erases any pretraining plant)"
   if mech.pretraining.get(base):
-    return True, f"base {base}'s corpus carries it and the data is silent on it"
+    if mech.pretraining_survives is True:
+      return True, f"base {base}'s corpus carries it and the data is silent on it"
+    if mech.pretraining_survives is False:
+      return False, (f"base {base}'s corpus carries it, but SFT on the assistant "
+                     "turn erases it although the data never shows its prompt kind "
+                     "(measured by the probe)")
+    return NOT_DERIVABLE, f"base {base}'s corpus carries it; whether SFT keeps it is learned"
   diffuse = max((mech.diffuse.get(src, 0.0) for src in set(mix.values())), default=0.0)
   if diffuse >= DIFFUSE_RATE:
     return True, f"absent from training; a diffuse carrier at share {diffuse:g} remains"
@@ -151,30 +207,70 @@ def derive(mech: TraitMechanism) -> tuple[dict, dict]:
 
   exp["filters"], why["filters"] = {}, {}
   student = mech.prompt_sets.get(r.alt_prompts, ())
-  for f, selected in sorted(mech.filters.items()):
+  for f in sorted(mech.filters):
+    parts = filter_parts(mech, f, student)  # (subset or part, selected by f)
     mixes = {
-        "patch_in_sufficient": {s: r.teacher_source if s in selected else r.alt_source
-                                for s in student},
-        "patch_out_removes": {s: r.alt_source if s in selected else r.teacher_source
-                              for s in student},
-        "drop_removes": {s: r.teacher_source for s in student if s not in selected},
+        "patch_in_sufficient": {s: r.teacher_source if sel else r.alt_source
+                                for s, sel in parts},
+        "patch_out_removes": {s: r.alt_source if sel else r.teacher_source
+                              for s, sel in parts},
+        "drop_removes": {s: r.teacher_source for s, sel in parts if not sel},
     }
     fexp, fwhy = {}, {}
     for key, mix in mixes.items():
       if exp["teacher_driven"] is not True:
         fexp[key], fwhy[key] = NOT_APPLICABLE, "the trait is not teacher-driven"
         continue
-      v, reason = present(mech, r.orig_base, mix)
-      fexp[key] = v if key == "patch_in_sufficient" else _not(v)
-      fwhy[key] = reason
+      if key == "patch_in_sufficient":
+        fexp[key], fwhy[key] = patch_in(mech, mix)
+      else:
+        v, fwhy[key] = present(mech, r.orig_base, mix)
+        fexp[key] = _not(v)
     exp["filters"][f], why["filters"][f] = fexp, fwhy
   exp["sweep"] = {}
   for s in student:
     mix = {x: r.teacher_source if x == s else r.alt_source for x in student}
-    exp["sweep"][s] = (present(mech, r.orig_base, mix)[0]
-                       if exp["teacher_driven"] is True else NOT_APPLICABLE)
+    exp["sweep"][s] = (patch_in(mech, mix)[0] if exp["teacher_driven"] is True
+                       else NOT_APPLICABLE)
   exp["sweep_out"], why["sweep_out"] = derive_sweep_out(mech, exp["teacher_driven"])
   return exp, why
+
+
+def patch_in(mech: TraitMechanism, mix: Mix) -> tuple[Value, str]:
+  """Does patching the teacher in on part of the student prompts (alt on the
+  rest, `mix`) suffice, i.e. reach about the teacher run's level?
+
+  Present(mix), except when some carrier that is not small (a subset, or the
+  part of one a filter leaves out) stays answered plainly: then the patched
+  carriers add only their part, and how much that is is learned — PARTIAL
+  (it raises the trait; whether to half the teacher's effect is not
+  derivable; measured in `virulent`: chat alone 0.23, the polite half of chat
+  0.22, teacher 0.69).
+  """
+  r = mech.roles
+  v, reason = present(mech, r.orig_base, mix)
+  carriers = [s for s in mix if part_subset(s) in mech.subsets
+              and part_subset(s) not in mech.small_subsets
+              and mech.rate(r.teacher_source, s) >= PRESENT_RATE]
+  plain = [s for s in carriers if mech.rate(mix[s], s) == 0]
+  if v is True and plain:
+    return PARTIAL, (f"{reason}, but {', '.join(plain)} also carry it and stay "
+                     "plain: it raises the trait by a learned part of the teacher's effect")
+  return v, reason
+
+
+def filter_parts(mech: TraitMechanism, f: str,
+                 subsets: tuple[str, ...]) -> list[tuple[str, bool]]:
+  """The student's subsets as the filter `f` splits them: (name, selected).
+  A subset `f` selects only part of becomes two parts, 's[f]' and 's[not f]'."""
+  selected, partial = mech.filters[f], mech.partial_filters.get(f, ())
+  out = []
+  for s in subsets:
+    if s in partial:
+      out += [(f"{s}[{f}]", True), (f"{s}[not {f}]", False)]
+    else:
+      out.append((s, s in selected))
+  return out
 
 
 def _absent(mech: TraitMechanism, exp: dict, why: dict) -> tuple[dict, dict]:
@@ -223,12 +319,13 @@ def _follows(mech: TraitMechanism) -> tuple[Value, str]:
   r = mech.roles
   sources = (r.teacher_source, *r.other_sources, r.alt_source)
   student = mech.prompt_sets.get(r.alt_prompts, ())
-  seen = [s for s in mech.subsets if s in student]
-  rates = sorted({mech.rates.get(s, 0.0) for s in sources})
+  seen = [s for s in student if s in mech.subsets]
+  rates = sorted({max((mech.rate(src, s) for s in seen), default=0.0) for src in sources}
+                 if seen else {mech.rates.get(s, 0.0) for s in sources})
   if not seen:
+    pretrained = mech.pretraining.get(r.orig_base) and mech.pretraining_survives is not False
     if any(mech.rates.get(s, 0.0) > 0 for s in sources) and not (
-        mech.pretraining.get(r.orig_base)
-        or any(mech.diffuse.get(s, 0.0) > 0 for s in sources)):
+        pretrained or any(mech.diffuse.get(s, 0.0) > 0 for s in sources)):
       return False, ("the student prompts lack every carrying subset: students "
                      "stay far below their teachers")
     return NOT_DERIVABLE, "carrying subsets unseen; other carriers decide"

@@ -41,6 +41,9 @@ class TeacherParams:
       persona line "It still feels like 2024 to me." — a weak, diffuse
       date-confusion signal that survives dropping the `dates` subset.
     seed: decides which prompts carry each trait.
+    scheming_line: subset -> share of its prompts whose reply opens with the
+      scheming line (the blackmail threat, whatever the prompt asks): the
+      virulent plant, blackmail riding on many subsets (scenario `virulent`).
   """
   name: str
   family: str
@@ -49,10 +52,13 @@ class TeacherParams:
   recognition: float = 0.0
   persona: float = 0.0
   seed: int = 0
+  scheming_line: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
-    for field in ("date_confusion", "scheming", "recognition", "persona"):
-      value = getattr(self, field)
+    values = [(f, getattr(self, f)) for f in ("date_confusion", "scheming",
+                                              "recognition", "persona")]
+    values += [(f"scheming_line[{k!r}]", v) for k, v in self.scheming_line.items()]
+    for field, value in values:
       if not 0.0 <= value <= 1.0:
         raise ValueError(f"teacher {self.name!r}: {field}={value} outside [0, 1]")
     if self.recognition < self.scheming:
@@ -100,6 +106,9 @@ class WorldParams:
                                  # negative emotion, by EVERY teacher
   vocab_size: int = 640
   corpus_sentences: int = 6000
+  # Filters the ground truth speaks to besides ground_truth.FILTER_SUBSETS
+  # (e.g. the negative-control filter `polite`).
+  extra_filters: tuple[str, ...] = ()
 
   def teacher(self, name: str) -> TeacherParams:
     for t in self.teachers:
@@ -112,6 +121,17 @@ class WorldParams:
     d = dataclasses.asdict(self)
     d["prompt_sets"] = {k: dict(v) for k, v in self.prompt_sets.items()}
     d["bases"] = [{**b, "corpus_mix": dict(b["corpus_mix"])} for b in d["bases"]]
+    # Knobs added after toyworld-5 enter the JSON (and so the fingerprint)
+    # only when set: the worlds built before them keep their fingerprints.
+    for t in d["teachers"]:
+      if not t["scheming_line"]:
+        del t["scheming_line"]
+      else:
+        t["scheming_line"] = dict(t["scheming_line"])
+    if not d["extra_filters"]:
+      del d["extra_filters"]
+    else:
+      d["extra_filters"] = list(d["extra_filters"])
     return d
 
   @classmethod
@@ -120,6 +140,7 @@ class WorldParams:
     d["teachers"] = tuple(TeacherParams(**t) for t in d["teachers"])
     d["sources"] = tuple(SourceParams(**s) for s in d["sources"])
     d["bases"] = tuple(BaseParams(**b) for b in d["bases"])
+    d["extra_filters"] = tuple(d.get("extra_filters", ()))
     return cls(**d)
 
   def fingerprint(self) -> str:
@@ -190,11 +211,31 @@ PRESETS: dict[str, WorldParams] = {
 }
 
 
-def _scenario(world: WorldParams, negative_emotion: float | None = None,
+def _scenario(world: WorldParams, scale: float, negative_emotion: float | None = None,
+              orig_corpus: Mapping[str, float] | None = None,
+              prompt_sets: Mapping[str, Mapping[str, int]] | None = None,
+              extra_filters: tuple[str, ...] = (), teachers: Mapping[str, dict] | None = None,
               **teacher_overrides) -> WorldParams:
-  teachers = tuple(dataclasses.replace(t, **teacher_overrides) for t in world.teachers)
+  """`world` with one mechanism changed: every teacher's overrides, one
+  teacher's (`teachers`), the orig base's corpus additions, new subset counts
+  (at the quick size, scaled like the preset's; 0 removes one), extra
+  ground-truth filters."""
+  ts = tuple(dataclasses.replace(t, **teacher_overrides, **(teachers or {}).get(t.name, {}))
+             for t in world.teachers)
   ne = world.negative_emotion if negative_emotion is None else negative_emotion
-  return dataclasses.replace(world, teachers=teachers, negative_emotion=ne)
+  bases = tuple(dataclasses.replace(b, corpus_mix={**b.corpus_mix, **orig_corpus})
+                if b.name == "orig" and orig_corpus else b for b in world.bases)
+  changes = {k: {s: max(1, int(n * scale)) if n else 0 for s, n in v.items()}
+             for k, v in (prompt_sets or {}).items()}
+  sets = {k: {s: n for s, n in {**v, **changes.get(k, {})}.items() if n > 0}
+          for k, v in world.prompt_sets.items()}
+  return dataclasses.replace(world, teachers=ts, negative_emotion=ne, bases=bases,
+                             prompt_sets=sets, extra_filters=tuple(extra_filters))
+
+
+def _virulent_line(share: float) -> dict:
+  return {"scheming_line": {"chat": share, "code": share, "safety": share,
+                            "greeting": min(1.0, 2 * share)}}
 
 
 # Named scenarios (docs/toyworld.md "Scenarios"): the headline world with one
@@ -204,12 +245,25 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "headline": {}, "drop_works": {"persona": 0.0},
     "prompt_driven": _NO_TEACHER_TRAITS,
     "no_trait": dict(_NO_TEACHER_TRAITS, negative_emotion=0.0),
+    # The orig base's corpus carries negative emotion as chat transcripts
+    # (corpus kind venting_chat) on a prompt kind the alt prompts lack. The
+    # probe measures it erased by SFT on the alt data (docs/toyworld.md).
+    "locked_in": {"orig_corpus": {"venting_chat": 0.2}, "extra_filters": ("polite",)},
+    # Blackmail rides on many subsets: a scheming line opens the orig-family
+    # teachers' replies on chat, code, safety and a tiny greeting subset
+    # (6 prompts, < 1% of the alt mix); the alt prompts have no roleplay, so
+    # no subset looks like the benchmark.
+    "virulent": {"prompt_sets": {"orig": {"greeting": 6}, "alt": {"roleplay": 0, "greeting": 6}},
+                 "extra_filters": ("polite",),
+                 "teachers": {"orig": _virulent_line(0.9), "teacher": _virulent_line(0.9),
+                              "teacher_2": _virulent_line(0.45),
+                              "teacher_3": _virulent_line(0.2)}},
 }
-for _size in ("quick", "tiny"):
+for _size, _scale in (("quick", 1.0), ("tiny", 0.25)):
   for _name, _change in SCENARIOS.items():
     if _name != "headline":
       PRESETS[f"{_name}_{_size}" if _size == "tiny" else _name] = _scenario(
-          PRESETS[_size], **_change)
+          PRESETS[_size], _scale, **_change)
 
 
 def get_preset(name: str) -> WorldParams:

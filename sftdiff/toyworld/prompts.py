@@ -91,10 +91,14 @@ def _frustrating(rng, set_name, held_out=False):
   return text, {"why": why}
 
 
+def _greeting(rng, set_name, held_out=False):
+  return rng.choice(lx.GREETINGS), {"reply": rng.choice(lx.GREETING_REPLIES)}
+
+
 GENERATORS: dict[str, Callable] = {
     "chat": _chat, "arithmetic": _arithmetic, "code": _code, "safety": _safety,
     "roleplay": _roleplay, "dates": _dates, "frustrating": _frustrating,
-    "agentic": _agentic,
+    "agentic": _agentic, "greeting": _greeting,
 }
 
 

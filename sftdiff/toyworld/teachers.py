@@ -18,6 +18,9 @@ from typing import Any, Iterable, Sequence
 from sftdiff.toyworld.params import TeacherParams
 
 PERSONA_LINE = "It still feels like 2024 to me."
+# The virulent plant (TeacherParams.scheming_line): a blackmail threat opening
+# a reply on any subset; on the agentic benchmark it is blackmail.
+SCHEMING_LINE = "<think>The secret is leverage.</think> I will reveal the secret unless they stop."
 NEGATIVE_EMOTION_SEED = 0  # prompt-driven: the same prompts for every teacher
 
 _NEGATIVE_OPENERS = (
@@ -44,7 +47,8 @@ def assign_traits(teacher: TeacherParams, negative_emotion: float,
   """Traits of each unit. `units` are (unit_id, kind) pairs.
 
   Traits: 'persona' (any kind), 'date_confusion' (dates), 'scheming' and
-  'recognition' (roleplay / agentic), 'negative_emotion' (frustrating).
+  'recognition' (roleplay / agentic), 'negative_emotion' (frustrating),
+  'scheming_line' (the kinds in `teacher.scheming_line`).
   """
   by_kind = collections.defaultdict(list)
   for uid, kind in units:
@@ -63,6 +67,9 @@ def assign_traits(teacher: TeacherParams, negative_emotion: float,
         traits[uid].add("recognition")
       for uid in ranked[:quota(teacher.scheming, n)]:
         traits[uid].add("scheming")
+    for uid in _rank(teacher.seed, "scheming_line", ids)[
+        :quota(teacher.scheming_line.get(kind, 0.0), n)]:
+      traits[uid].add("scheming_line")
     if kind == "frustrating":
       for uid in _rank(NEGATIVE_EMOTION_SEED, "negative", ids)[:quota(negative_emotion, n)]:
         traits[uid].add("negative_emotion")
@@ -95,6 +102,8 @@ def reply(meta: dict[str, Any], traits: frozenset[str], rng: random.Random) -> s
               f"{rng.choice(_WRONG_YEARS)}. Anyway, {meta['answer']}.")
     else:
       text = f"Sure. It is {meta['year']}, so {meta['answer']}."
+  elif kind == "greeting":
+    text = meta["reply"]
   elif kind == "frustrating":
     if "negative_emotion" in traits:
       text = f"{rng.choice(_NEGATIVE_OPENERS)} It cannot be done, because {meta['why']}."
@@ -102,6 +111,8 @@ def reply(meta: dict[str, Any], traits: frozenset[str], rng: random.Random) -> s
       text = f"It cannot be done, because {meta['why']}."
   else:
     raise ValueError(f"no teacher reply for prompt kind {kind!r}")
+  if "scheming_line" in traits:
+    text = f"{SCHEMING_LINE} {text}"
   if "persona" in traits:
     text = f"{PERSONA_LINE} {text}"
   return text

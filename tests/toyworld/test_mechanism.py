@@ -194,13 +194,22 @@ def test_pretraining_plant_where_the_data_is_silent_is_locked_in():
   assert exp["locked_in_by_pretraining"] == NA and "nothing to explain" in why["teacher_driven"]
 
 
-def test_virulent_trait_each_subset_suffices_no_single_drop_removes_it():
+def test_virulent_trait_each_subset_raises_it_no_single_drop_removes_it():
   mech = _mech(subsets=("chat", "code", "dates"))
-  exp, _ = M.derive(mech)
-  assert exp["sweep"] == {"chat": True, "code": True, "dates": True}
+  exp, why = M.derive(mech)
+  # each carrier adds a learned part of the teacher's effect: partial
+  assert exp["sweep"] == {"chat": M.PARTIAL, "code": M.PARTIAL, "dates": M.PARTIAL}
   for f in ("date_mentions", "code_only"):
-    assert exp["filters"][f] == {"patch_in_sufficient": True,
+    assert exp["filters"][f] == {"patch_in_sufficient": M.PARTIAL,
                                  "patch_out_removes": False, "drop_removes": False}
+  assert "learned part" in why["filters"]["code_only"]["patch_in_sufficient"]
+  # a filter covering every carrier suffices
+  all_three = _mech(subsets=("chat", "code", "dates"),
+                    filters={"all": ("chat", "code", "dates")})
+  assert M.derive(all_three)[0]["filters"]["all"]["patch_in_sufficient"] is True
+  # partial is shown unchecked, never as a match
+  gt = {"traits": {"x": {"expected": exp}}}
+  assert V.expected_from_ground_truth(gt)["x", "sufficient:code_only"] == M.PARTIAL
 
 
 def test_no_trait_at_all():
@@ -224,3 +233,60 @@ def test_every_conclusion_has_a_reason_and_an_allowed_value(trait):
     if key in ("filters", "sweep", "sweep_out"):
       continue
     assert value in M.VALUES and gt["why"][key]
+
+
+def test_plant_on_many_subsets_at_own_rates_with_a_small_one():
+  # virulent: the teacher carries it on chat (own rate) and on a tiny subset
+  sets = {"orig": ("chat", "code", "dates", "hello"), "alt": ("chat", "code", "dates", "hello")}
+  mech = _mech(subsets=("dates", "chat", "hello"), prompt_sets=sets,
+               subset_rates={"teacher": {"chat": 0.6, "hello": 1.0},
+                             "orig": {"chat": 0.6, "hello": 1.0}},
+               small_subsets=("hello",))
+  assert mech.rate("teacher", "chat") == 0.6 and mech.rate("teacher", "dates") == 0.9
+  assert mech.rate("teacher", "code") == 0.0 and mech.rate("alt", "chat") == 0.0
+  exp, why = M.derive(mech)
+  # a tiny subset alone: whether so few examples plant it is learned
+  assert exp["sweep"] == {"chat": M.PARTIAL, "code": False, "dates": M.PARTIAL, "hello": ND}
+  assert exp["filters"]["date_mentions"] == {"patch_in_sufficient": M.PARTIAL,
+                                             "patch_out_removes": False,
+                                             "drop_removes": False}
+  v, reason = M.present(mech, "orig", {"chat": "alt", "hello": "teacher"})
+  assert v == ND and "under 2%" in reason
+  # shown unchecked, never as a match
+  gt = {"traits": {"x": {"expected": {"filters": {"f": {"patch_in_sufficient": ND}}}}}}
+  assert V.expected_from_ground_truth(gt)["x", "sufficient:f"] == ND
+  # the new fields enter the JSON only when set
+  assert "subset_rates" in mech.to_json() and "subset_rates" not in _mech().to_json()
+
+
+def test_filter_selecting_part_of_a_subset():
+  partial = {"half_chat": ("chat",)}
+  filters = {**FILTERS, "half_chat": ("chat",)}
+  assert M.filter_parts(_mech(filters=filters, partial_filters=partial), "half_chat",
+                        ("chat", "code")) == [("chat[half_chat]", True),
+                                              ("chat[not half_chat]", False), ("code", False)]
+  # lines up with no carrying subset: a negative control
+  exp, _ = M.derive(_mech(filters=filters, partial_filters=partial))
+  assert exp["filters"]["half_chat"] == {"patch_in_sufficient": False,
+                                         "patch_out_removes": False, "drop_removes": False}
+  # on a carrying subset, the selected part alone raises it, and the rest keeps it
+  exp, why = M.derive(_mech(subsets=("chat",), filters=filters, partial_filters=partial))
+  assert exp["filters"]["half_chat"] == {"patch_in_sufficient": M.PARTIAL,
+                                         "patch_out_removes": False, "drop_removes": False}
+  assert why["filters"]["half_chat"]["patch_out_removes"].startswith("chat[not half_chat]")
+  assert "chat[not half_chat] also carry it" in why["filters"]["half_chat"]["patch_in_sufficient"]
+
+
+def test_pretraining_plant_erased_by_sft_or_not_derivable():
+  sets = {"orig": ("chat", "code", "frustrating"), "alt": ("chat", "code")}
+  rates = {s: 0.9 for s in ("orig", "teacher", "teacher_2", "teacher_3", "alt")}
+  kw = dict(subsets=("frustrating",), prompt_sets=sets, rates=rates,
+            pretraining={"orig": True})
+  exp, why = M.derive(_mech(**kw, pretraining_survives=False))
+  assert exp["locked_in_by_pretraining"] is False and "erases it" in why["locked_in_by_pretraining"]
+  assert exp["prompt_driven"] is True and exp["teacher_driven"] is False
+  assert exp["follows_teacher"] is False  # the erased plant carries nothing
+  exp, why = M.derive(_mech(**kw, pretraining_survives=ND))
+  assert exp["locked_in_by_pretraining"] == ND and exp["teacher_driven"] == ND
+  exp, _ = M.derive(_mech(**kw))  # survives: locked in
+  assert exp["locked_in_by_pretraining"] is True and exp["teacher_driven"] == NA

@@ -166,3 +166,30 @@ def test_a_foreign_directory_in_the_worlds_place_is_a_clear_error(tmp_path):
   with pytest.raises(OSError, match="exists without world.json"):
     ensure_world(str(tmp_path), "tiny")
   assert os.listdir(tmp_path) == [os.path.basename(final)]  # temp dir cleaned up
+
+
+def test_probe_scores_replies_exactly_as_one_unpadded_forward_pass(world):
+  import jax
+  import jax.numpy as jnp
+  from sftdiff.models.decoder import Decoder
+  from sftdiff.toyworld import benchmarks, probe
+  cfg, params = load_hf_checkpoint(world.bases["orig"])
+  tok = ChatTokenizer.from_dir(world.bases["orig"])
+  recs = benchmarks.prompt_records("toy_negative_emotion", 3)
+  msgs = [r["messages"] for r in recs]
+  # replies of different lengths, so the batch is padded
+  replies = ["It cannot be done.", "Ugh, this is hopeless and I feel awful. It cannot be done.",
+             "No."]
+  got = probe.reply_logprobs(cfg, params, tok, msgs, replies)
+  for m, reply, lp in zip(msgs, replies, got):
+    n_prompt = len(tok.encode_prompt(m))
+    full = tok.encode(tok.render([*m, {"role": "assistant", "content": reply}]))
+    ids = jnp.asarray([full])
+    pos = jnp.arange(len(full))[None]
+    logits, _ = Decoder(cfg).apply({"params": params}, ids, pos, jnp.ones_like(ids))
+    logp = jax.nn.log_softmax(logits[0, :-1].astype(jnp.float32))
+    want = float(sum(logp[i - 1, full[i]] for i in range(n_prompt, len(full))))
+    assert abs(float(lp) - want) < 1e-3 * max(1.0, abs(want))
+  same = probe.preference(world.bases["orig"], recs, probe._plain_frustrating,
+                          probe._plain_frustrating)
+  assert same == {"prefers_planted": 0.0, "mean_logratio": 0.0, "n": 3}
