@@ -8,20 +8,24 @@ process so peak RSS is its own. Not a test.
 
 The decode sides need a chat template in DIR (convert with --chat_template).
 
-Prints the load average at start and end beside the numbers (a loaded
-machine slows every side; say so when quoting a result with load > 1).
+Prints the load average at start and end (bench/_load.py): on a loaded
+machine every speed ratio is printed "UNDER LOAD — not a result". Peak RSS
+does not depend on the load, so the memory ratio is printed either way.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+from _load import LoadGuard  # noqa: E402
 
 
 def _batch(vocab, batch, seq):
@@ -165,7 +169,8 @@ def main():
   args = parser.parse_args()
   if args.side:
     return child(args)
-  print(f"load average at start: {os.getloadavg()}", flush=True)
+  guard = LoadGuard("bench/real_model.py")
+  results = {}
   for side in args.sides.split(","):
     chunk = {"sftdiff-plain": 0}.get(side, args.loss_chunk)
     name = side if side in ("transformers", "decode-sftdiff", "decode-transformers") else "sftdiff"
@@ -174,9 +179,26 @@ def main():
            f"--loss_chunk={chunk}", f"--new_tokens={args.new_tokens}", f"--side={name}"] + (["--remat"] if args.remat else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT")]
+    if lines:
+      results[side] = dict(re.findall(r"(\w+)=(\S+)", lines[0]))
     print(lines[0] if lines else f"{side} failed (rc {out.returncode}): {out.stderr[-2000:]}",
           f"load={os.getloadavg()[0]:.2f}", flush=True)
-  print(f"load average at end: {os.getloadavg()}", flush=True)
+  _print_ratios(results, guard)
+  guard.finish()
+
+
+def _print_ratios(results, guard):
+  """The goals' ratios: train tokens/s and peak RSS vs torch, decode vs generate."""
+  value = lambda side, key: float(results[side][key])
+  for side in ("sftdiff-plain", "sftdiff-chunked"):
+    if side in results and "transformers" in results:
+      speed = value(side, "tokens_per_s") / value("transformers", "tokens_per_s")
+      memory = value(side, "peak_rss_gb") / value("transformers", "peak_rss_gb")
+      print(f"{side} / transformers: train tokens/s {guard.ratio(speed)}, "
+            f"peak RSS {memory:.2f}x (memory: load-independent)", flush=True)
+  if "decode-sftdiff" in results and "decode-transformers" in results:
+    speed = value("decode-sftdiff", "tokens_per_s") / value("decode-transformers", "tokens_per_s")
+    print(f"decode batch 8 sftdiff / generate: tokens/s {guard.ratio(speed)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,6 @@ import pathlib
 import pytest
 
 CACHE_ROOT = pathlib.Path(os.environ.get("SFTDIFF_CACHE", pathlib.Path.home() / ".cache" / "sftdiff"))
-# A test-written chat template in Gemma's turn format (not Google's shipped
-# template, which helper-owned template files provide): enough for the
-# tokenizer, sampler and SFT tests to render conversations.
-GEMMA_TURNS_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}"
-    "{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else m['role']) + '\n' }}"
-    "{{ m['content'] | trim }}{{ '<end_of_turn>\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
 
 
 @pytest.fixture(scope="session")
@@ -32,16 +24,15 @@ def gemma3_gguf():
 
 @pytest.fixture(scope="session")
 def gemma3_hf_dir(gemma3_gguf):
-  """Hugging Face dir converted by `sftdiff.models.convert` (float32), with
-  GEMMA_TURNS_TEMPLATE as its chat template."""
+  """Hugging Face dir converted by `sftdiff.models.convert` (float32) with the
+  shipped Gemma 3 IT chat template: what docs/real_model.md's convert
+  command writes."""
   import filelock
   from sftdiff.models import convert
-  out = gemma3_gguf.parent / "hf"
+  out = gemma3_gguf.parent / "hf-gemma3"
   done = out / ".converted"
   with filelock.FileLock(str(gemma3_gguf.parent / "hf.lock")):
     if not done.is_file():
-      template = gemma3_gguf.parent / "gemma_turns.jinja"
-      template.write_text(GEMMA_TURNS_TEMPLATE)
-      convert.convert(gemma3_gguf, out, chat_template_file=template)
+      convert.convert(gemma3_gguf, out, chat_template="gemma3")
       done.write_text("ok\n")
   return out
