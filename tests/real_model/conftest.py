@@ -8,6 +8,7 @@ import pathlib
 import pytest
 
 CACHE_ROOT = pathlib.Path(os.environ.get("SFTDIFF_CACHE", pathlib.Path.home() / ".cache" / "sftdiff"))
+CHAT_TEMPLATE = "gemma3"  # the shipped Gemma 3 IT template, as in docs/real_model.md
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +30,10 @@ def gemma3_hf_dir(gemma3_gguf):
   command writes."""
   import filelock
   from sftdiff.models import convert
-  out = gemma3_gguf.parent / "hf-gemma3"
-  done = out / ".converted"
+  out = gemma3_gguf.parent / "hf"
+  done = out / ".converted"  # holds the template name it was converted with
   with filelock.FileLock(str(gemma3_gguf.parent / "hf.lock")):
-    if not done.is_file():
-      convert.convert(gemma3_gguf, out, chat_template="gemma3")
-      done.write_text("ok\n")
+    if not done.is_file() or done.read_text() != f"{CHAT_TEMPLATE}\n":
+      convert.convert(gemma3_gguf, out, chat_template=CHAT_TEMPLATE)
+      done.write_text(f"{CHAT_TEMPLATE}\n")
   return out
