@@ -5,23 +5,28 @@ process so peak RSS is its own. Not a test.
 
     python bench/real_model.py --hf_dir=DIR [--batch=2 --seq=256 --steps=3]
         [--sides=sftdiff-plain,sftdiff-chunked,transformers,decode-sftdiff,decode-transformers]
+        [--trim_after_compile]
 
 The decode sides need a chat template in DIR (convert with --chat_template).
 
-Prints the load average at start and end beside the numbers (a loaded
-machine slows every side; say so when quoting a result with load > 1).
+Prints the load average at start and end (bench/_load.py): on a loaded
+machine every speed ratio is printed "UNDER LOAD — not a result". Peak RSS
+does not depend on the load, so the memory ratio is printed either way.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+from _load import LoadGuard  # noqa: E402
 
 
 def _batch(vocab, batch, seq):
@@ -55,11 +60,17 @@ def run_sftdiff(args):
                 loss_mask=np.ones_like(inputs), segment_ids=np.ones_like(inputs),
                 positions=np.broadcast_to(np.arange(args.seq, dtype=np.int32),
                                           inputs.shape).copy())
+  train_step = fns.train_step
+  if args.trim_after_compile:  # compile ahead, then return the compile's freed heap
+    import ctypes
+    batch = partitioning.global_batch(local, fns.batch_sharding, args.batch)
+    train_step = fns.train_step.lower(state, batch).compile()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
   times, losses = [], []
-  for _ in range(args.steps + 1):  # the first step compiles
+  for _ in range(args.steps + 1):  # the first step compiles (unless compiled ahead)
     batch = partitioning.global_batch(local, fns.batch_sharding, args.batch)
     start = time.perf_counter()
-    state, metrics = fns.train_step(state, batch)
+    state, metrics = train_step(state, batch)
     losses.append(float(metrics["loss"]))
     times.append(time.perf_counter() - start)
   return times[1:], losses
@@ -162,23 +173,45 @@ def main():
   parser.add_argument("--loss_chunk", type=int, default=16384,
                       help="vocabulary entries per chunk of the sftdiff-chunked side")
   parser.add_argument("--new_tokens", type=int, default=32)
+  parser.add_argument("--trim_after_compile", action="store_true",
+                      help="sftdiff sides: compile the step ahead of time and malloc_trim(0) "
+                      "the heap the compile freed before the first step (glibc)")
   parser.add_argument("--side", default=None, help="internal: run one side in this process")
   parser.add_argument("--sides", default="sftdiff-plain,sftdiff-chunked,transformers")
   args = parser.parse_args()
   if args.side:
     return child(args)
-  print(f"load average at start: {os.getloadavg()}", flush=True)
+  guard = LoadGuard("bench/real_model.py")
+  results = {}
   for side in args.sides.split(","):
     chunk = {"sftdiff-plain": 0}.get(side, args.loss_chunk)
     name = side if side in ("transformers", "decode-sftdiff", "decode-transformers") else "sftdiff"
     cmd = [sys.executable, __file__, f"--hf_dir={args.hf_dir}", f"--batch={args.batch}",
            f"--seq={args.seq}", f"--steps={args.steps}", f"--dtype={args.dtype}",
-           f"--loss_chunk={chunk}", f"--new_tokens={args.new_tokens}", f"--side={name}"] + (["--remat"] if args.remat else [])
+           f"--loss_chunk={chunk}", f"--new_tokens={args.new_tokens}", f"--side={name}"] + (["--remat"] if args.remat else []) + (
+               ["--trim_after_compile"] if args.trim_after_compile else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT")]
+    if lines:
+      results[side] = dict(re.findall(r"(\w+)=(\S+)", lines[0]))
     print(lines[0] if lines else f"{side} failed (rc {out.returncode}): {out.stderr[-2000:]}",
           f"load={os.getloadavg()[0]:.2f}", flush=True)
-  print(f"load average at end: {os.getloadavg()}", flush=True)
+  _print_ratios(results, guard)
+  guard.finish()
+
+
+def _print_ratios(results, guard):
+  """The goals' ratios: train tokens/s and peak RSS vs torch, decode vs generate."""
+  value = lambda side, key: float(results[side][key])
+  for side in ("sftdiff-plain", "sftdiff-chunked"):
+    if side in results and "transformers" in results:
+      speed = value(side, "tokens_per_s") / value("transformers", "tokens_per_s")
+      memory = value(side, "peak_rss_gb") / value("transformers", "peak_rss_gb")
+      print(f"{side} / transformers: train tokens/s {guard.ratio(speed)}, "
+            f"peak RSS {memory:.2f}x (memory: load-independent)", flush=True)
+  if "decode-sftdiff" in results and "decode-transformers" in results:
+    speed = value("decode-sftdiff", "tokens_per_s") / value("decode-transformers", "tokens_per_s")
+    print(f"decode batch 8 sftdiff / generate: tokens/s {guard.ratio(speed)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """GGUF -> Hugging Face checkpoint directory, without torch.
 
     python -m sftdiff.models.convert --gguf=model.gguf --out=DIR [--dtype=float32]
-        [--chat_template=FILE.jinja]
+        [--chat_template=gemma3|FILE.jinja]
 
 Writes config.json + safetensors (through `hf_io.save_hf_checkpoint`),
 tokenizer.json + tokenizer_config.json, and generation_config.json. Tensors are
@@ -31,6 +31,9 @@ from sftdiff.models import gguf_tokenizer, hf_io
 from sftdiff.models.config import ModelConfig, layer_pattern
 
 SUPPORTED_ARCHITECTURES = ("gemma3",)
+# The chat templates shipped with sftdiff.data (sftdiff/data/templates/, with
+# their sources in its README), read as data files: models may not import data.
+SHIPPED_TEMPLATES_DIR = pathlib.Path(__file__).resolve().parents[1] / "data" / "templates"
 
 # GGUF tensor name (after "blk.N.") -> HF name (after "model.layers.N.").
 _GEMMA3_LAYER_NAMES = {
@@ -162,15 +165,29 @@ def _params(reader, cfg: ModelConfig):
   return params
 
 
+def chat_template_path(name_or_path: str) -> pathlib.Path:
+  """A shipped template's file (`gemma3`, ...) or the given `.jinja` path."""
+  shipped = SHIPPED_TEMPLATES_DIR / f"{name_or_path}.jinja"
+  if shipped.is_file():
+    return shipped
+  path = pathlib.Path(name_or_path)
+  if not path.is_file():
+    names = sorted(f.stem for f in SHIPPED_TEMPLATES_DIR.glob("*.jinja"))
+    raise ConversionError(f"--chat_template={name_or_path}: neither a shipped template "
+                          f"({', '.join(names)}) nor a file")
+  return path
+
+
 def convert(gguf_path, out_dir, *, dtype: str = "float32",
-            chat_template_file=None) -> ModelConfig:
+            chat_template=None) -> ModelConfig:
   """Converts `gguf_path` into the Hugging Face directory `out_dir`
-  (written beside it and moved into place, so a reader never sees half)."""
+  (written beside it and moved into place, so a reader never sees half).
+  `chat_template`: a shipped template name or a `.jinja` path."""
   reader = gguf.GGUFReader(str(gguf_path))
   cfg = model_config(reader)
   template = None
-  if chat_template_file is not None:
-    template = pathlib.Path(chat_template_file).read_text()
+  if chat_template is not None:
+    template = chat_template_path(chat_template).read_text()
   out = pathlib.Path(out_dir)
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -195,14 +212,20 @@ def main(argv=None) -> int:
   parser.add_argument("--out", required=True, help="output Hugging Face directory")
   parser.add_argument("--dtype", default="float32", choices=sorted(hf_io._DTYPES))
   parser.add_argument("--chat_template", default=None,
-                      help="a jinja chat template file to store in tokenizer_config.json")
+                      help="a shipped template name (gemma3: the Gemma 3 IT template) or a "
+                      "jinja file, stored in tokenizer_config.json")
   args = parser.parse_args(argv)
-  for flag, path in (("--gguf", args.gguf), ("--chat_template", args.chat_template)):
-    if path is not None and not pathlib.Path(path).is_file():
-      print(f"error: {flag}={path}: no such file", file=sys.stderr)
+  if not pathlib.Path(args.gguf).is_file():
+    print(f"error: --gguf={args.gguf}: no such file", file=sys.stderr)
+    return 2
+  if args.chat_template is not None:
+    try:
+      chat_template_path(args.chat_template)
+    except ConversionError as e:
+      print(f"error: {e}", file=sys.stderr)
       return 2
   try:
-    cfg = convert(args.gguf, args.out, dtype=args.dtype, chat_template_file=args.chat_template)
+    cfg = convert(args.gguf, args.out, dtype=args.dtype, chat_template=args.chat_template)
   except (ConversionError, gguf_tokenizer.UnsupportedTokenizerError) as e:
     print(f"error: {args.gguf}: {e}", file=sys.stderr)
     return 2

@@ -40,3 +40,19 @@ def test_missing_and_non_gguf_inputs_exit_2(tmp_path):
   out = _convert(f"--gguf={tmp_path / 'junk.gguf'}", f"--out={tmp_path / 'hf'}")
   assert out.returncode == 2, out.stderr
   assert "junk.gguf" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_unknown_chat_template_exits_2_naming_the_shipped_ones(tmp_path):
+  _tiny_gguf(tmp_path / "m.gguf", "gemma3")
+  out = _convert(f"--gguf={tmp_path / 'm.gguf'}", f"--out={tmp_path / 'hf'}",
+                 "--chat_template=gemma9")
+  assert out.returncode == 2, out.stderr
+  assert "--chat_template=gemma9: neither a shipped template" in out.stderr
+  assert "gemma3" in out.stderr and "Traceback" not in out.stderr
+  assert not (tmp_path / "hf").exists()
+
+
+def test_shipped_template_name_resolves_to_its_file():
+  from sftdiff.models import convert
+  path = convert.chat_template_path("gemma3")
+  assert path.name == "gemma3.jinja" and "<start_of_turn>" in path.read_text()

@@ -8,14 +8,7 @@ import pathlib
 import pytest
 
 CACHE_ROOT = pathlib.Path(os.environ.get("SFTDIFF_CACHE", pathlib.Path.home() / ".cache" / "sftdiff"))
-# A test-written chat template in Gemma's turn format (not Google's shipped
-# template, which helper-owned template files provide): enough for the
-# tokenizer, sampler and SFT tests to render conversations.
-GEMMA_TURNS_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}"
-    "{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else m['role']) + '\n' }}"
-    "{{ m['content'] | trim }}{{ '<end_of_turn>\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
+CHAT_TEMPLATE = "gemma3"  # the shipped Gemma 3 IT template, as in docs/real_model.md
 
 
 @pytest.fixture(scope="session")
@@ -32,16 +25,15 @@ def gemma3_gguf():
 
 @pytest.fixture(scope="session")
 def gemma3_hf_dir(gemma3_gguf):
-  """Hugging Face dir converted by `sftdiff.models.convert` (float32), with
-  GEMMA_TURNS_TEMPLATE as its chat template."""
+  """Hugging Face dir converted by `sftdiff.models.convert` (float32) with the
+  shipped Gemma 3 IT chat template: what docs/real_model.md's convert
+  command writes."""
   import filelock
   from sftdiff.models import convert
   out = gemma3_gguf.parent / "hf"
-  done = out / ".converted"
+  done = out / ".converted"  # holds the template name it was converted with
   with filelock.FileLock(str(gemma3_gguf.parent / "hf.lock")):
-    if not done.is_file():
-      template = gemma3_gguf.parent / "gemma_turns.jinja"
-      template.write_text(GEMMA_TURNS_TEMPLATE)
-      convert.convert(gemma3_gguf, out, chat_template_file=template)
-      done.write_text("ok\n")
+    if not done.is_file() or done.read_text() != f"{CHAT_TEMPLATE}\n":
+      convert.convert(gemma3_gguf, out, chat_template=CHAT_TEMPLATE)
+      done.write_text(f"{CHAT_TEMPLATE}\n")
   return out
