@@ -10,6 +10,7 @@ what the report needs (filter overlaps, ground truth, teacher scores).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 from typing import Any, Callable, Mapping
@@ -31,9 +32,11 @@ class Prepared:
 def _data_configs(study: StudyConfig, world) -> dict[str, dict[str, Any]]:
   """prompt set → DataConfig fields."""
   if world is not None:
+    from sftdiff.toyworld import world as world_lib
     return {ps: {"prompt_set": f"jsonl:{path}",
                  "sources": {s: f"jsonl:{world.sources[s]}"
-                             for s in world.sources_on(ps)}}
+                             for s in world.sources_on(ps)},
+                 "import_modules": list(world_lib.DATA_IMPORT_MODULES)}
             for ps, path in world.prompt_sets.items()}
   out = {}
   for ps, fields in study.prompt_sets.items():
@@ -68,8 +71,11 @@ def planned(study: StudyConfig) -> Catalog | None:
   root = world_lib.world_dir(_world_root(study), study.world)
   configs = {ps: {"prompt_set": f"jsonl:{os.path.join(root, 'prompts', ps + '.jsonl')}",
                   "sources": {s.name: f"jsonl:{os.path.join(root, 'sources', s.name + '.jsonl')}"
-                              for s in params.sources if s.prompt_set == ps}}
+                              for s in params.sources if s.prompt_set == ps},
+                  "import_modules": list(world_lib.DATA_IMPORT_MODULES)}
              for ps in params.prompt_sets}
+  for module in world_lib.DATA_IMPORT_MODULES:  # their filters are names arms may use
+    importlib.import_module(module)
   return Catalog(
       bases={**{b.name: os.path.join(root, "bases", b.name) for b in params.bases},
              **study.bases},

@@ -5,13 +5,14 @@
     teacher_benchmark_scores(world)  # {teacher: {benchmark: metrics}}
 
 Importing this package registers the toy benchmarks (`toy_blackmail`,
-`toy_date_confusion`, `toy_negative_emotion`) in `sftdiff.eval.benchmarks`
-and the negative-control filter `polite` in `sftdiff.data.filters`.
+`toy_date_confusion`, `toy_negative_emotion`) in `sftdiff.eval.benchmarks`. The negative-control
+filter `polite` is registered only where toyworld data is read: its module is
+in every toyworld data config's `DataConfig.import_modules`
+(`world.DATA_IMPORT_MODULES`), so importing toyworld changes no other store.
 See docs/toyworld.md.
 """
 
 from sftdiff.toyworld import benchmarks as _benchmarks  # noqa: F401  (registers)
-from sftdiff.toyworld import control_filter as _control_filter  # noqa: F401  (registers `polite`)
 from sftdiff.toyworld.params import PRESETS, WorldParams, get_preset
 from sftdiff.toyworld.teacher_scores import teacher_benchmark_scores
 from sftdiff.toyworld.world import BENCHMARKS, FILTERS, World, ensure_world, world_dir

@@ -35,6 +35,9 @@ from sftdiff.toyworld.params import WORLD_CODE_VERSION, WorldParams, get_preset
 
 FILTERS = tuple(ground_truth.FILTER_SUBSETS)  # the filters the ground truth speaks to
 BENCHMARKS = ("toy_blackmail", "toy_date_confusion", "toy_negative_emotion")
+# Modules every toyworld data config imports (`DataConfig.import_modules`):
+# they register toyworld's own filters (`polite`) where its data is read only.
+DATA_IMPORT_MODULES = ("sftdiff.toyworld.control_filter",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +78,8 @@ class World:
     return {"train_data.DataConfig.data_dir": repr(self.root),
             "train_data.DataConfig.prompt_set":
                 repr(f"jsonl:{os.path.relpath(self.prompt_sets[prompt_set], self.root)}"),
-            "train_data.DataConfig.sources": repr(sources)}
+            "train_data.DataConfig.sources": repr(sources),
+            "train_data.DataConfig.import_modules": repr(list(DATA_IMPORT_MODULES))}
 
   def load_ground_truth(self) -> dict[str, Any]:
     with open(self.ground_truth) as f:

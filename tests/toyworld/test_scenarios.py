@@ -99,7 +99,7 @@ def test_venting_plant_uses_no_held_out_task():
 
 def test_negative_control_filter_selects_part_of_chat_only():
   from sftdiff.data import filters
-  from sftdiff import toyworld  # noqa: F401  (registers `polite`)
+  from sftdiff.toyworld import control_filter  # noqa: F401  (registers `polite`)
   polite = filters.get("polite")
   for preset in ("quick", "virulent"):
     recs = prompts.training_prompts(get_preset(preset), "alt")
@@ -152,3 +152,17 @@ def test_scenario_study_gin_plans(scenario, tmp_path):
   out = proc.stdout + proc.stderr
   assert "patch_in_polite" in out or scenario == "no_trait"
   assert "patch_in_refusal" in out or scenario == "locked_in"
+
+
+def test_polite_is_registered_where_toyworld_data_is_read_only():
+  # Importing toyworld leaves every other store's filter columns alone; the
+  # toyworld data configs import the filter module themselves.
+  import subprocess
+  import sys
+  code = ("import sftdiff.toyworld, sftdiff.toyworld.benchmarks\n"
+          "from sftdiff.data import filters\n"
+          "assert 'polite' not in filters.registered(), sorted(filters.registered())\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr
+  from sftdiff.toyworld import world as world_lib
+  assert "sftdiff.toyworld.control_filter" in world_lib.DATA_IMPORT_MODULES
