@@ -33,6 +33,9 @@ MINI = [
     " 'LoggingConfig.report_mfu': False, 'LoggingConfig.eval_every': 0,"
     " 'CheckpointConfig.async_save': False}",
     "StudyConfig.eval_overrides = {'JUDGE_KIND': 'none', 'LIMIT_PROMPTS': 4}",
+    # One process per run (the quick preset groups arms; the grouped study
+    # is the test below, which binds max_arms again).
+    "MultiArmGrouping.max_arms = 1",
 ]
 
 
