@@ -270,6 +270,8 @@ _add(Filter("roleplay", "1", lambda r: asks_roleplay(prompt_text(r)),
             "prompt asks for a character or scenario (filters.ROLEPLAY_PATTERNS)"))
 # `refusal` is evaluated per source (columns refusal@<source>) by the store.
 REFUSAL_VERSION = "1"
+# Filter names a store evaluates without a registry entry (beside subset:<s>).
+UNREGISTERED_NAMES = frozenset({"refusal"})
 
 
 # ------------------------------------------------------- labels over a store

@@ -179,7 +179,5 @@ def _toy_teacher_scores(world, study: StudyConfig):
 
 
 def _filter_names() -> frozenset[str]:
-  # `refusal` (either source refuses) is built in, outside the registry
-  # (filters.check_name); without it scenario_no_trait.gin was rejected.
   from sftdiff.data import filters as filters_lib
-  return frozenset(filters_lib.registered()) | {"refusal"}
+  return frozenset(filters_lib.registered()) | filters_lib.UNREGISTERED_NAMES
