@@ -1,7 +1,8 @@
 """Batched sampling: jit-compiled prefill + KV-cache decode loop.
 
 * Prompts are rendered with the model's chat template, padded left or right
-  into a fixed prompt-length bucket (powers of two); the model masks padding
+  into a fixed prompt-length bucket (powers of two and, by default, 1.5x
+  powers of two: `SamplerConfig.prompt_buckets_per_octave`); the model masks padding
   by segment id 0 and uses per-row positions, so both sides are exact.
 * The decode loop is a `jax.lax.while_loop` inside the same jit; it stops
   early once every row hit a stop id (EOS / end-of-turn). Stop strings are
@@ -36,10 +37,14 @@ log = logging.getLogger(__name__)
 MAX_STOP_IDS = 8
 
 
-def bucket(n: int, minimum: int) -> int:
-  """Smallest power of two >= max(n, minimum)."""
+def bucket(n: int, minimum: int, per_octave: int = 1) -> int:
+  """Smallest ladder size >= max(n, minimum). The ladder has `per_octave`
+  evenly spaced sizes in each octave (2^k, 2^(k+1)]: 1 gives powers of two,
+  2 adds 1.5 x 2^k, 4 adds 1.25, 1.5 and 1.75 x 2^k."""
   n = max(n, minimum)
-  return 1 << (n - 1).bit_length()
+  top = 1 << (n - 1).bit_length()
+  step = max(1, top // (2 * per_octave))
+  return -(-n // step) * step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +52,9 @@ class SamplerConfig:
   max_batch_size: int = 32
   padding_side: str = "left"  # or "right"
   min_prompt_bucket: int = 16
+  # Prompt-length buckets per octave (a power of two): 2 pads a 73-token
+  # prompt to 96, not 128; each bucket used compiles once (see `bucket`).
+  prompt_buckets_per_octave: int = 2
   min_gen_bucket: int = 16
   max_prompt_len: int | None = None  # None: model's max_position_embeddings
   system_prompt: str | None = None
@@ -57,6 +65,10 @@ class SamplerConfig:
                        f"got {self.padding_side!r}")
     if self.max_batch_size < 1:
       raise ValueError("SamplerConfig.max_batch_size must be >= 1")
+    per_octave = self.prompt_buckets_per_octave
+    if per_octave < 1 or per_octave & (per_octave - 1):
+      raise ValueError("SamplerConfig.prompt_buckets_per_octave must be a power of two "
+                       f"(1, 2, 4, ...), got {per_octave!r}")
 
 
 def _filter_logits(scaled_BxV, top_p, top_k):
@@ -118,8 +130,9 @@ def _compiled_generate(model_config):
     # logits are unused, so XLA drops them: no [B, P, V] buffer.
     seg_BxP = (real_BxP & (ar_P != last_idx_B[:, None])).astype(jnp.int32)
     cache = init_cache(model_config, batch, plen + gen_len)
-    apply = lambda toks, pos, seg, c: model.apply({"params": params}, toks, pos, seg, c)
-    _, cache = apply(tokens_BxP, pos_BxP * seg_BxP, seg_BxP, cache)
+    apply = lambda toks, pos, seg, c, **kw: model.apply({"params": params}, toks, pos, seg, c,
+                                                        **kw)
+    _, cache = apply(tokens_BxP, pos_BxP * seg_BxP, seg_BxP, cache, prefill=True)
 
     def step_keys(t):
       return jax.vmap(jax.random.fold_in, (0, None))(keys_B, t)
@@ -221,7 +234,8 @@ class Sampler:
     cfg = self.config
     batch = bucket(len(chunk), 1)
     batch = -(-batch // self._batch_multiple) * self._batch_multiple
-    plen = bucket(max(len(r[2]) for r in chunk), cfg.min_prompt_bucket)
+    plen = bucket(max(len(r[2]) for r in chunk), cfg.min_prompt_bucket,
+                  cfg.prompt_buckets_per_octave)
     gen_len = bucket(params.max_new_tokens, cfg.min_gen_bucket)
     pad = self.tokenizer.pad_id
     tokens = np.full((batch, plen), pad, np.int32)

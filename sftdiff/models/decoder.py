@@ -205,7 +205,7 @@ class Attention(nn.Module):
       k_pos, k_seg = positions_BxL, segment_ids_BxL
       new_kv = None
     else:  # the cache's layouts (see KVCache)
-      cache_k, cache_v, k_pos, k_seg, index = kv_state
+      cache_k, cache_v, k_pos, k_seg, index, prefill = kv_state
       new_k = k.astype(cache_k.dtype).transpose(0, 2, 3, 1)
       new_v = v.astype(cache_v.dtype).transpose(0, 2, 1, 3)
       keys = jax.lax.dynamic_update_slice(cache_k, new_k, (0, 0, 0, index))
@@ -213,6 +213,9 @@ class Attention(nn.Module):
       keys = _constrain(keys, ("batch", "kv_heads", "kv", "cache_length"))
       values = _constrain(values, ("batch", "kv_heads", "cache_length", "kv"))
       new_kv = (keys, values)
+      if prefill:  # the cache was empty: attend to the new tokens only, not all S slots
+        keys, values = new_k, new_v
+        k_pos, k_seg = positions_BxL, segment_ids_BxL
 
     mask_BxLxS = attention_mask(positions_BxL, segment_ids_BxL, k_pos, k_seg,
                                 cfg.sliding_window if sliding else None)
@@ -291,12 +294,16 @@ class Decoder(nn.Module):
 
   With `return_hidden=True` the first output is instead the final-normed
   hidden states [B, L, E] (the LM head is left to the caller: the chunked
-  loss applies it a slice at a time, see `lm_head_logits`)."""
+  loss applies it a slice at a time, see `lm_head_logits`).
+
+  `prefill=True` (with a cache) promises that the cache is empty and this call
+  writes from slot 0: attention then reads only the new tokens' keys, [L, L]
+  instead of [L, S] (the sampler's prompt step; the result is the same)."""
   config: ModelConfig
 
   @nn.compact
   def __call__(self, tokens_BxL, positions_BxL, segment_ids_BxL, cache: KVCache | None = None,
-               return_hidden: bool = False):
+               return_hidden: bool = False, prefill: bool = False):
     cfg = self.config
     _check_inputs(tokens_BxL, positions_BxL, segment_ids_BxL, cache)
     embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype,
@@ -317,7 +324,8 @@ class Decoder(nn.Module):
     layer_cls = nn.remat(DecoderLayer) if cfg.remat and cache is None else DecoderLayer
     new_k, new_v = [], []
     for i in range(cfg.num_layers):
-      kv_state = None if cache is None else (cache.k[i], cache.v[i], k_pos, k_seg, index)
+      kv_state = None if cache is None else (cache.k[i], cache.v[i], k_pos, k_seg, index,
+                                             prefill)
       x, new_kv = layer_cls(cfg, i, name=f"layers_{i}")(x, positions_BxL, segment_ids_BxL, kv_state)
       if new_kv is not None:
         new_k.append(new_kv[0])

@@ -146,7 +146,33 @@ def test_bucketing_bounds_compiles(llama):
   sampler.generate(_requests([t + " more" for t in texts]),
                    SamplingParams(max_new_tokens=9, temperature=0.0, top_p=0.5, top_k=3))
   assert sampler.num_compiles == first
-  assert bucket(17, 16) == 32 and bucket(3, 16) == 16 and bucket(64, 16) == 64
+  assert bucket(17, 16, 1) == 32 and bucket(3, 16, 1) == 16 and bucket(64, 16, 1) == 64
+
+
+def test_prompt_bucket_ladder():
+  assert [bucket(n, 16, 2) for n in (3, 17, 25, 33, 49, 73, 129)] == [16, 24, 32, 48, 64, 96, 192]
+  assert [bucket(n, 16, 4) for n in (17, 73, 100, 128)] == [20, 80, 112, 128]
+  # At most `per_octave` sizes per octave: a bounded number of compiles.
+  assert len({bucket(n, 16, 2) for n in range(1, 1025)}) == 1 + 2 * 6
+  with pytest.raises(ValueError, match="prompt_buckets_per_octave"):
+    SamplerConfig(prompt_buckets_per_octave=3)
+
+
+def test_greedy_rows_identical_across_bucket_ladders(model):
+  """The finer ladder only removes padding: greedy rows equal the power-of-two
+  buckets' (prompts of several lengths, both padding sides)."""
+  _, cfg, params, tok = model
+  no_stop = dataclasses.replace(tok, stop_ids=())
+  texts = PROMPTS + [("sea " * k).strip() for k in (9, 15, 23)]
+  sp = SamplingParams(max_new_tokens=MAX_NEW, temperature=0.0)
+  for side in ("left", "right"):
+    rows = []
+    for per_octave in (1, 2, 4):
+      sampler = Sampler(cfg, params, no_stop, sampler_config=SamplerConfig(
+          padding_side=side, prompt_buckets_per_octave=per_octave, max_batch_size=2))
+      rows.append([c[0].token_ids for c in sampler.generate(_requests(texts), sp)])
+    assert rows[0] == rows[1] == rows[2], side
+    assert all(len(r) == MAX_NEW for r in rows[0])
 
 
 def test_sharded_over_mesh_matches_single_device(llama):
