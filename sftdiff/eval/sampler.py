@@ -88,13 +88,24 @@ def _filter_logits(scaled_BxV, top_p, top_k):
 
 
 def sample_tokens(logits_BxV, keys_B, temperature, top_p, top_k):
-  """Greedy where temperature == 0, else temperature/top-k/top-p sampling."""
-  greedy_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-  scaled = logits_BxV / jnp.maximum(temperature, 1e-6)
-  scaled = jax.lax.cond((top_p < 1.0) | (top_k > 0),
-                        lambda s: _filter_logits(s, top_p, top_k), lambda s: s, scaled)
-  sampled_B = jax.vmap(jax.random.categorical)(keys_B, scaled).astype(jnp.int32)
-  return jnp.where(temperature == 0.0, greedy_B, sampled_B)
+  """Greedy where temperature == 0, else temperature/top-k/top-p sampling.
+  A `cond`, not a `where`: greedy decoding skips the per-step Gumbel noise
+  over the whole vocabulary (the sampled branch's result would be dropped)."""
+  def sampled(logits):
+    scaled = logits / jnp.maximum(temperature, 1e-6)
+    scaled = jax.lax.cond((top_p < 1.0) | (top_k > 0),
+                          lambda s: _filter_logits(s, top_p, top_k), lambda s: s, scaled)
+    return jax.vmap(jax.random.categorical)(keys_B, scaled).astype(jnp.int32)
+
+  greedy = lambda logits: jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  return jax.lax.cond(temperature == 0.0, greedy, sampled, logits_BxV)
+
+
+def row_keys(seeds_B, sample_index_B):
+  """Each row's key, `fold_in(fold_in(PRNGKey(0), seed), sample_index)`."""
+  fold = lambda seed, index: jax.random.fold_in(
+      jax.random.fold_in(jax.random.PRNGKey(0), seed), index)
+  return jax.vmap(fold)(seeds_B, sample_index_B)
 
 
 _TRACES: collections.Counter = collections.Counter()
@@ -111,9 +122,10 @@ def _compiled_generate(model_config):
   evaluating many checkpoints of one architecture compiles each bucket once."""
   model = Decoder(model_config)
 
-  def generate_fn(params, tokens_BxP, lengths_B, keys_B, max_new, temperature,
-                  top_p, top_k, stop_ids, *, gen_len: int, left_pad: bool):
+  def generate_fn(params, tokens_BxP, lengths_B, seeds_B, sample_index_B, max_new,
+                  temperature, top_p, top_k, stop_ids, *, gen_len: int, left_pad: bool):
     _TRACES[model_config] += 1  # runs at trace time only
+    keys_B = row_keys(seeds_B, sample_index_B)  # in the jit: no per-row host dispatch
     batch, plen = tokens_BxP.shape
     ar_P = jnp.arange(plen)[None]
     if left_pad:
@@ -240,22 +252,19 @@ class Sampler:
     pad = self.tokenizer.pad_id
     tokens = np.full((batch, plen), pad, np.int32)
     lengths = np.ones((batch,), np.int32)
-    base = jax.random.PRNGKey(0)
-    keys = []
+    seeds = np.zeros((batch,), np.uint32)
+    sample_index = np.zeros((batch,), np.int32)
     for i in range(batch):
       ri, si, ids, seed = chunk[i] if i < len(chunk) else chunk[0]
-      lengths[i] = len(ids)
+      lengths[i], seeds[i], sample_index[i] = len(ids), seed, si
       if cfg.padding_side == "left":
         tokens[i, plen - len(ids):] = ids
       else:
         tokens[i, :len(ids)] = ids
-      keys.append(jax.random.fold_in(jax.random.fold_in(base, seed), si))
-    keys = jnp.stack(keys)
-    args = (tokens, lengths, keys)
+    args = (tokens, lengths, seeds, sample_index)
     if self.mesh is not None:
       args = (jax.device_put(tokens, self._tok_sharding),
-              jax.device_put(lengths, self._row_sharding),
-              jax.device_put(keys, self._row_sharding))
+              *(jax.device_put(a, self._row_sharding) for a in args[1:]))
     call = lambda: self._jit_generate(
         self.params, *args, jnp.int32(params.max_new_tokens),
         jnp.float32(params.temperature), jnp.float32(params.top_p),

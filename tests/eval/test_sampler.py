@@ -221,3 +221,14 @@ def test_compiled_decode_loop_equals_per_step_recompute(model):
     sampler = Sampler(cfg, params, no_stop, sampler_config=SamplerConfig(padding_side=side))
     got = sampler.generate(reqs, SamplingParams(max_new_tokens=MAX_NEW, temperature=0.0))
     assert [c[0].token_ids for c in got] == want, side
+
+
+def test_row_keys_are_the_documented_fold_ins():
+  """Keys built inside the jit equal fold_in(fold_in(PRNGKey(0), seed), sample)."""
+  import numpy as np
+  from sftdiff.eval.sampler import row_keys
+  seeds, samples = [0, 7, 123456789, 0xFFFFFFFF], [0, 3, 1, 2]
+  got = row_keys(np.array(seeds, np.uint32), np.array(samples, np.int32))
+  want = [jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(0), s), i)
+          for s, i in zip(seeds, samples)]
+  assert np.array_equal(np.asarray(got), np.stack([np.asarray(k) for k in want]))
