@@ -22,6 +22,7 @@ import collections
 import dataclasses
 import functools
 import logging
+import math
 from typing import Sequence
 
 import jax
@@ -97,8 +98,22 @@ def sample_tokens(logits_BxV, keys_B, temperature, top_p, top_k):
                           lambda s: _filter_logits(s, top_p, top_k), lambda s: s, scaled)
     return jax.vmap(jax.random.categorical)(keys_B, scaled).astype(jnp.int32)
 
-  greedy = lambda logits: jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  return jax.lax.cond(temperature == 0.0, greedy, sampled, logits_BxV)
+  return jax.lax.cond(temperature == 0.0, greedy_tokens, sampled, logits_BxV)
+
+
+def greedy_tokens(logits_BxV):
+  """`argmax` over the vocabulary (first index of the maximum, as argmax),
+  in two stages over blocks of up to 512 entries: XLA:CPU's one-pass argmax
+  took 4.5 ms per decode step at batch 8 and Gemma 3's 262k vocabulary, the
+  two stages 0.16 ms."""
+  batch, vocab = logits_BxV.shape
+  block = math.gcd(vocab, 512)
+  if block < 64 or block == vocab:
+    return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+  blocks_BxNxC = logits_BxV.reshape(batch, vocab // block, block)
+  best_block_B = jnp.argmax(blocks_BxNxC.max(axis=-1), axis=-1)
+  within_BxC = jnp.take_along_axis(blocks_BxNxC, best_block_B[:, None, None], axis=1)[:, 0]
+  return (best_block_B * block + jnp.argmax(within_BxC, axis=-1)).astype(jnp.int32)
 
 
 def row_keys(seeds_B, sample_index_B):

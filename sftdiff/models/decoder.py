@@ -42,8 +42,11 @@ class KVCache:
   [B, kv_heads, S, head_dim], the layouts in which both attention dots read
   the cache as plain batched matmuls (with [B, S, kv_heads, head_dim] XLA:CPU
   transposed every layer's whole cache on every decode step: 40% of the
-  step's time); positions / segment_ids: [B, S] per slot (segment 0 =
-  empty); index: the next slot to write (scalar int32)."""
+  step's time). With one kv head that axis is dropped ([B, D, S], [B, S, D]):
+  XLA:CPU squeezed the size-1 axis for the dots and so computed each layer's
+  cache update twice, once per shape, copying every cache 4 times per step.
+  positions / segment_ids: [B, S] per slot (segment 0 = empty); index: the
+  next slot to write (scalar int32)."""
   k: tuple[jnp.ndarray, ...]
   v: tuple[jnp.ndarray, ...]
   positions: jnp.ndarray
@@ -56,8 +59,9 @@ class KVCache:
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_len: int) -> KVCache:
-  v_shape = (batch_size, config.num_kv_heads, max_len, config.head_dim)
-  k_shape = (batch_size, config.num_kv_heads, config.head_dim, max_len)
+  heads = (config.num_kv_heads,) if config.num_kv_heads > 1 else ()  # see KVCache
+  v_shape = (batch_size, *heads, max_len, config.head_dim)
+  k_shape = (batch_size, *heads, config.head_dim, max_len)
   zeros = lambda shape: tuple(jnp.zeros(shape, config.dtype) for _ in range(config.num_layers))
   return KVCache(k=zeros(k_shape), v=zeros(v_shape),
                  positions=jnp.zeros((batch_size, max_len), jnp.int32),
@@ -208,11 +212,18 @@ class Attention(nn.Module):
       cache_k, cache_v, k_pos, k_seg, index, prefill = kv_state
       new_k = k.astype(cache_k.dtype).transpose(0, 2, 3, 1)
       new_v = v.astype(cache_v.dtype).transpose(0, 2, 1, 3)
-      keys = jax.lax.dynamic_update_slice(cache_k, new_k, (0, 0, 0, index))
-      values = jax.lax.dynamic_update_slice(cache_v, new_v, (0, 0, index, 0))
-      keys = _constrain(keys, ("batch", "kv_heads", "kv", "cache_length"))
-      values = _constrain(values, ("batch", "kv_heads", "cache_length", "kv"))
-      new_kv = (keys, values)
+      if cache_k.ndim == 3:  # one kv head, stored without its axis (see KVCache)
+        keys = jax.lax.dynamic_update_slice(cache_k, new_k[:, 0], (0, 0, index))
+        values = jax.lax.dynamic_update_slice(cache_v, new_v[:, 0], (0, index, 0))
+        new_kv = (_constrain(keys, ("batch", "kv", "cache_length")),
+                  _constrain(values, ("batch", "cache_length", "kv")))
+        keys, values = new_kv[0][:, None], new_kv[1][:, None]
+      else:
+        keys = jax.lax.dynamic_update_slice(cache_k, new_k, (0, 0, 0, index))
+        values = jax.lax.dynamic_update_slice(cache_v, new_v, (0, 0, index, 0))
+        keys = _constrain(keys, ("batch", "kv_heads", "kv", "cache_length"))
+        values = _constrain(values, ("batch", "kv_heads", "cache_length", "kv"))
+        new_kv = (keys, values)
       if prefill:  # the cache was empty: attend to the new tokens only, not all S slots
         keys, values = new_k, new_v
         k_pos, k_seg = positions_BxL, segment_ids_BxL

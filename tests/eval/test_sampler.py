@@ -232,3 +232,15 @@ def test_row_keys_are_the_documented_fold_ins():
   want = [jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(0), s), i)
           for s, i in zip(seeds, samples)]
   assert np.array_equal(np.asarray(got), np.stack([np.asarray(k) for k in want]))
+
+
+def test_greedy_tokens_equals_argmax_with_ties():
+  import numpy as np
+  from sftdiff.eval.sampler import greedy_tokens
+  rng = np.random.default_rng(0)
+  for vocab in (512, 4096, 128256, 1000):
+    logits = rng.integers(-3, 4, size=(5, vocab)).astype(np.float32)  # many ties
+    logits[1, :] = 0.0
+    logits[2, vocab - 1] = 9.0
+    assert np.array_equal(np.asarray(greedy_tokens(jax.numpy.asarray(logits))),
+                          logits.argmax(-1))
