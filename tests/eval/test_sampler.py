@@ -25,15 +25,18 @@ def _requests(texts, **kw):
 _MODELS = {}
 
 
-def _make_model(family, tmp_path_factory):
-  if family not in _MODELS:
-    d = tmp_path_factory.mktemp(f"m_{family}")
+def _make_model(name, tmp_path_factory):
+  """`name` is a family, or `gemma3_one_kv_head` (the cache drops its kv axis)."""
+  if name not in _MODELS:
+    family, kw = (("gemma3", {"num_kv_heads": 1}) if name == "gemma3_one_kv_head"
+                  else (name, {}))
+    d = tmp_path_factory.mktemp(f"m_{name}")
     write_test_tokenizer(str(d))
     tok = ChatTokenizer.from_dir(str(d))
-    write_random_hf_checkpoint(d, family, vocab_size=tok.vocab_size, seed=1)
+    write_random_hf_checkpoint(d, family, vocab_size=tok.vocab_size, seed=1, **kw)
     cfg, params = load_hf_checkpoint(d, dtype="float32")
-    _MODELS[family] = (d, cfg, params, tok)
-  return _MODELS[family]
+    _MODELS[name] = (d, cfg, params, tok)
+  return _MODELS[name]
 
 
 @pytest.fixture(scope="module", params=["llama", "gemma3"])
@@ -208,11 +211,18 @@ def _per_step_greedy(cfg, params, prompt_ids, steps):
   return tuple(ids[len(prompt_ids):])
 
 
-def test_compiled_decode_loop_equals_per_step_recompute(model):
+@pytest.fixture(scope="module", params=["llama", "gemma3", "gemma3_one_kv_head"])
+def decode_model(request, tmp_path_factory):
+  return _make_model(request.param, tmp_path_factory)
+
+
+def test_compiled_decode_loop_equals_per_step_recompute(decode_model):
   """The jitted while-loop decode with the KV cache (both padding sides, a
   batch of prompts of different lengths) gives, token for token, the greedy
   rows of recomputing the uncached model once per step."""
-  d, cfg, params, tok = model
+  d, cfg, params, tok = decode_model
+  from sftdiff.models.decoder import init_cache
+  assert init_cache(cfg, 1, 4).k[0].ndim == (3 if cfg.num_kv_heads == 1 else 4)
   no_stop = dataclasses.replace(tok, stop_ids=())
   reqs = _requests(PROMPTS)
   want = [_per_step_greedy(cfg, params, Sampler(cfg, params, no_stop).encode(r), MAX_NEW)
