@@ -33,7 +33,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from _load import LoadGuard  # noqa: E402
 
 
-def compare_decode(model_dir, *, batch, prompt_len, new_tokens, repeats, dtype="float32"):
+def compare_decode(model_dir, *, batch, prompt_len, new_tokens, repeats, dtype="float32",
+                   profile_dir=None):
   """Greedy decode of the HF checkpoint + tokenizer in `model_dir` by
   `Sampler` and by `transformers` `generate` (torch, GPU if there is one), the
   same prompts, after a warm-up call each; tokens/s, ratio and agreement."""
@@ -66,6 +67,10 @@ def compare_decode(model_dir, *, batch, prompt_len, new_tokens, repeats, dtype="
     ours = sampler.generate(reqs, sp)
   ours_s = (time.perf_counter() - t0) / repeats
   assert all(len(c[0].token_ids) == new_tokens for c in ours)
+  if profile_dir:  # one more call under jax.profiler (perfetto trace in the dir)
+    import jax
+    with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
+      sampler.generate(reqs, sp)
 
   device = "cuda" if torch.cuda.is_available() else "cpu"
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -113,7 +118,8 @@ def bench_sampler(args, workdir):
                              num_layers=args.layers, num_heads=args.hidden // 64,
                              num_kv_heads=max(1, args.hidden // 128), head_dim=64)
   result = compare_decode(workdir, batch=args.batch, prompt_len=args.prompt_len,
-                          new_tokens=args.new_tokens, repeats=args.repeats)
+                          new_tokens=args.new_tokens, repeats=args.repeats,
+                          profile_dir=args.profile_dir)
   result["model"] = (f"{args.family} hidden={args.hidden} layers={args.layers} "
                      f"params={result['params'] / 1e6:.1f}M vocab={result['vocab']}")
   return result
@@ -166,12 +172,15 @@ def main():
   p.add_argument("--skip_sampler", action="store_true")
   p.add_argument("--skip_judge", action="store_true")
   p.add_argument("--hf_dir", default=None, help="decode this HF dir instead of a random llama")
+  p.add_argument("--profile_dir", default=None,
+                 help="also trace one Sampler.generate call (prefill + decode) with jax.profiler")
   args = p.parse_args()
   guard = LoadGuard("bench/sample.py")
   with tempfile.TemporaryDirectory() as d:
     if args.hf_dir:
       s = compare_decode(args.hf_dir, batch=args.batch, prompt_len=args.prompt_len,
-                         new_tokens=args.new_tokens, repeats=args.repeats)
+                         new_tokens=args.new_tokens, repeats=args.repeats,
+                         profile_dir=args.profile_dir)
       s["model"] = f"{args.hf_dir} params={s['params'] / 1e6:.1f}M vocab={s['vocab']}"
     elif not args.skip_sampler:
       s = bench_sampler(args, os.path.join(d, "model"))
