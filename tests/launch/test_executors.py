@@ -1,5 +1,6 @@
 """Every executor runs exactly the plan's argv, and evaluates the same steps,
-with one process per run and with runs grouped into multi-arm train jobs.
+with one process per run and with runs grouped into multi-arm train jobs
+(and one eval process per group).
 
 The local study runner and XManager's local executor run the stand-in binary
 (`fake_binary.py`, which also stands in for the multi-arm trainer), which
@@ -56,8 +57,8 @@ def _plan(gin_dir, root, module, eval_steps="final", multi_arm=None, **kw):
 
 
 def _jobs(plan):
-  """Each group's train job, then its units' evals: what executors run."""
-  return [job for g in plan.groups for job in (g.train, *(wu.eval for wu in g.units))]
+  """Each group's train job, then its eval job: what executors run."""
+  return [job for g in plan.groups for job in (g.train, g.eval)]
 
 
 def _recorded(path):
@@ -94,6 +95,22 @@ def test_grouped_plan_trains_each_arm_as_its_own_train_job_would():
   json_plan = plan_lib.plan_to_json(plan)
   assert [r["train_group"] for r in json_plan] == [first.name, first.name, second.name]
   assert json_plan[1]["train_argv"] == first.train.argv()
+  assert json_plan[1]["eval_argv"] == first.eval.argv()
+
+
+def test_grouped_eval_evaluates_each_run_as_its_own_eval_job_would():
+  plan = _plan(pathlib.Path("/gin"), pathlib.Path("/runs"), "sftdiff.train",
+               multi_arm=GROUPINGS["grouped"], multi_arm_module="sftdiff.train.multi_arm")
+  first, second = plan.groups
+  assert second.eval == second.units[0].eval  # alone: its own eval job
+  assert first.eval.module == "sftdiff.eval"
+  shared = [a for a in first.eval.args() if not a.startswith("--checkpoint_dir=")]
+  dirs = [a[len("--checkpoint_dir="):] for a in first.eval.args()
+          if a.startswith("--checkpoint_dir=")]
+  assert dirs == [f"{wu.model_dir}/checkpoints/{STEPS}" for wu in first.units]
+  for wu, d in zip(first.units, dirs, strict=True):
+    # The shared flags + CHECKPOINT_DIR=<dir> (as sftdiff.eval binds it): its own eval job.
+    assert sorted([*shared, f"--gin.CHECKPOINT_DIR={d!r}"]) == sorted(wu.eval.args())
 
 
 @grouping
@@ -121,10 +138,8 @@ def test_jobset_containers_run_exactly_the_plan_argv(gin_dir, tmp_path, multi_ar
   for doc, group in zip(docs, plan.groups):
     commands = {j["name"]: j["template"]["spec"]["template"]["spec"]["containers"][0][
         "command"] for j in doc["spec"]["replicatedJobs"]}
-    evals = ({f"eval-{i}": wu.eval for i, wu in enumerate(group.units)}
-             if group.is_multi_arm else {"eval": group.units[0].eval})
     assert commands == {"train": group.train.argv("python3"),
-                        **{n: job.argv("python3") for n, job in evals.items()}}
+                        "eval": group.eval.argv("python3")}
     for j in doc["spec"]["replicatedJobs"][1:]:
       assert j["dependsOn"] == [{"name": "train", "status": "Complete"}]
 
@@ -145,8 +160,7 @@ def test_xm_mock_jobs_run_exactly_the_plan_argv(gin_dir, tmp_path, multi_arm):
   assert sorted(o.name for o in outcomes) == sorted(wu.name for wu in plan.work_units)
   jobs = {j.name: j for j in experiment.launched_jobs}
   assert len(jobs) == len(_jobs(plan))
-  named = [(f"{g.name}-train", g.train) for g in plan.groups] + [
-      (f"{wu.name}-eval", wu.eval) for wu in plan.work_units]
+  named = [(f"{g.name}-{job.name}", job) for g in plan.groups for job in (g.train, g.eval)]
   for name, job in named:
     xm_job = jobs[name]
     # xm.binary(path=python, args=['-m', module]) + the job's flags = argv.
