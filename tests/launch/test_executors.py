@@ -103,7 +103,7 @@ def test_grouped_eval_evaluates_each_run_as_its_own_eval_job_would():
                multi_arm=GROUPINGS["grouped"], multi_arm_module="sftdiff.train.multi_arm")
   first, second = plan.groups
   assert second.eval == second.units[0].eval  # alone: its own eval job
-  assert first.eval.module == "sftdiff.eval"
+  assert first.eval.module == second.eval.module
   shared = [a for a in first.eval.args() if not a.startswith("--checkpoint_dir=")]
   dirs = [a[len("--checkpoint_dir="):] for a in first.eval.args()
           if a.startswith("--checkpoint_dir=")]
