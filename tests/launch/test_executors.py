@@ -24,6 +24,7 @@ from sftdiff.runs import plan as plan_lib
 from sftdiff.runs.resources import Resources, check
 from sftdiff.runs.spec import RunSpec, runs_to_json
 from sftdiff.study import runner as runner_lib
+from sftdiff.study import stages
 
 XM_LAUNCH = pathlib.Path(__file__).resolve().parents[2] / "launch" / "xm_launch.py"
 
@@ -217,3 +218,43 @@ def test_local_runner_and_xm_evaluate_the_same_steps(gin_dir, tmp_path, fake_bin
   def flags(recorded, root):
     return sorted(json.dumps(r["args"]).replace(str(root), "<root>") for r in recorded)
   assert flags(local, local_root) == flags(xm, xm_root)
+
+
+def _commit(step_dir):
+  os.makedirs(step_dir)
+  pathlib.Path(step_dir, "commit_success.txt").write_text("")
+
+
+def test_runner_runs_the_group_eval_only_when_no_member_is_evaluated(gin_dir, tmp_path):
+  plan = _plan(gin_dir, tmp_path / "runs", "sftdiff.train", multi_arm=GROUPINGS["grouped"])
+  first = plan.groups[0]
+  runner = runner_lib.LocalRunner(plan, study_dir=str(tmp_path / "study"),
+                                  benchmarks=BENCHES, log=lambda msg: None)
+  fresh = [(t.stage, t.job) for t in runner.tasks()]
+  assert fresh[:2] == [("train", first.train), ("eval", first.eval)]
+  for wu in first.units:
+    _commit(f"{wu.model_dir}/checkpoints/{STEPS}")
+  done = first.units[0].evaluated_checkpoints()[0]
+  for b in BENCHES:  # the first member evaluated: the other gets its own eval job
+    os.makedirs(f"{done}/eval/{b}")
+    pathlib.Path(f"{done}/eval/{b}/metrics.json").write_text("{}")
+  assert [(t.stage, t.job) for t in runner.tasks()][:1] == [("eval", first.units[1].eval)]
+
+
+def test_a_member_failing_training_leaves_the_others_own_evals(gin_dir, tmp_path,
+                                                               fake_binary_env):
+  plan = _plan(gin_dir, tmp_path / "runs", fake_binary_env, multi_arm=GROUPINGS["grouped"])
+  ok, broken = plan.groups[0].units
+  _commit(f"{ok.model_dir}/checkpoints/{STEPS // 2}")  # different steps: trained apart
+  pathlib.Path(broken.model_dir).parent.mkdir(parents=True)
+  pathlib.Path(broken.model_dir).write_text("not a directory")  # its training fails
+  log = tmp_path / "argv.jsonl"
+  runner = runner_lib.LocalRunner(
+      plan, study_dir=str(tmp_path / "study"), benchmarks=BENCHES, parallelism=1,
+      env={"FAKE_BINARY_ARGV_LOG": str(log)}, log=lambda msg: None)
+  result = runner.run()
+  assert [(f.run, f.stage) for f in result.failures] == [(broken.run.name, "train")]
+  recorded = [r["args"] for r in _recorded(log)]
+  assert ok.eval.args() in recorded  # its own eval job, not the group's
+  assert plan.groups[0].eval.args() not in recorded
+  assert stages.eval_done(ok.run, BENCHES)
