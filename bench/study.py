@@ -27,6 +27,9 @@ Train stage phases: start (process start, imports, gin, input checks: launch
 manifest: → manifest.json), compile (state init + first-step compilation:
 the first logged window minus its steps at the steady rate), steps (train
 steps at the steady rate), checkpoint (last step → committed checkpoint).
+A grouped eval job (`--checkpoint_dir=` per run, one process) counts as one
+stage: each later checkpoint's start runs from the previous one's last
+metrics.json to its eval_config.gin (gin parsed again, no new process).
 A multi-arm train job (several runs in one process: its launch lists their
 `model_dirs`) counts as one stage: setup ends at its last manifest, steps
 are its group steps (every arm's) at the steady rate, and as it logs no step
@@ -150,8 +153,27 @@ def _train_phases(launch, log_path: pathlib.Path, model_dirs: list[pathlib.Path]
   return phases
 
 
-def _eval_phases(launch, ckpt_dir: pathlib.Path, benchmarks):
+def _eval_dirs(cmd) -> list[str]:
+  """The checkpoint dirs an eval launch evaluates (one, or a group's)."""
+  single = [a.split("=", 1)[1].strip("'\"") for a in cmd
+            if a.startswith("--gin.CHECKPOINT_DIR=")]
+  return single + [a.split("=", 1)[1] for a in cmd if a.startswith("--checkpoint_dir=")]
+
+
+def _eval_phases(launch, ckpt_dirs: list[pathlib.Path], benchmarks):
+  """Phases of one eval process; in a grouped one each later checkpoint's
+  "start" runs from the previous one's last metrics.json (gin parsed again)."""
+  phases = collections.Counter()
   t0 = launch["time"]
+  for ckpt_dir in ckpt_dirs:
+    for name, seconds in _one_eval_phases(t0, ckpt_dir, benchmarks).items():
+      phases[name] += seconds
+    ends = [_mtime(ckpt_dir / "eval" / b / "metrics.json") for b in benchmarks]
+    t0 = max((t for t in ends if t), default=t0)
+  return dict(phases)
+
+
+def _one_eval_phases(t0, ckpt_dir: pathlib.Path, benchmarks):
   phases = collections.Counter()
   started = _mtime(ckpt_dir / "eval_config.gin")
   if started:
@@ -193,19 +215,17 @@ def breakdown(study_dir: pathlib.Path, study_lines=None):
       if "_steady_step_s" in got:
         steady.append(got.pop("_steady_step_s"))
     else:
-      ckpt_arg = next(a for a in launch["cmd"] if a.startswith("--gin.CHECKPOINT_DIR="))
-      ckpt_dir = _find(study_dir, ckpt_arg.split("=", 1)[1].strip("'\""))
+      ckpt_dirs = [_find(study_dir, d) for d in _eval_dirs(launch["cmd"])]
       bench_arg = next(a for a in launch["cmd"] if a.startswith("--gin.BENCHMARKS="))
       benchmarks = re.findall(r"'([^']+)'", bench_arg.split("=", 1)[1])
-      got = _eval_phases(launch, ckpt_dir, benchmarks)
+      got = _eval_phases(launch, ckpt_dirs, benchmarks)
     for name, seconds in got.items():
       phases[name].append(seconds)
   start = _mtime(study_dir / "study_config.gin")
   plan = _mtime(study_dir / "plan.json")
   first_launch = min(l["time"] for l in launches)
-  last_eval = max(_mtime(_find(study_dir, a.split("=", 1)[1].strip("'\"")) / "results.jsonl")
-                  or 0 for l in launches for a in l["cmd"]
-                  if a.startswith("--gin.CHECKPOINT_DIR="))
+  last_eval = max(_mtime(_find(study_dir, d) / "results.jsonl") or 0
+                  for l in launches for d in _eval_dirs(l["cmd"]))
   report_end = _newest(study_dir / "report")
   study = {}
   if start and plan:
@@ -266,7 +286,9 @@ def main():
   stages = collections.Counter(l["stage"] for l in launches)
   print(f"study {study_dir}: {dict(stages)} stage launches, wall {wall:.1f} s")
   trained = sum(len(l.get("runs", [l["run"]])) for l in launches if l["stage"] == "train")
-  print(f"  process starts: {len(launches)} stages (+1 study); runs trained: {trained}")
+  evaluated = sum(len(_eval_dirs(l["cmd"])) for l in launches if l["stage"] == "eval")
+  print(f"  process starts: {len(launches)} stages (+1 study); runs trained: {trained}, "
+        f"checkpoint dirs evaluated: {evaluated}")
   if lines:
     print(f"  CPU seconds (study + every stage, user + sys): {cpu_s:.1f} s")
   finished = study_dir / "logs" / "finished.jsonl"

@@ -4,10 +4,9 @@ slice topology).
 
 One JobSet per train group (one run, or several arms trained by one
 multi-arm process): a `train` replicated job with one pod per host of the
-slice, every pod running the same command, then an `eval` replicated job per
-run (`eval`, or `eval-<i>` in a group) that starts when training is Complete
-(`dependsOn`); a group's evals ask for the slice at once and the scheduler
-runs them as chips free up. Each pod learns its place
+slice, every pod running the same command, then one `eval` replicated job
+(one process evaluating every run of the group) that starts when training
+is Complete (`dependsOn`). Each pod learns its place
 from env vars read by `sftdiff.partitioning.initialize_distributed`:
 `SFTDIFF_COORDINATOR_ADDRESS` (the first pod's stable DNS name, which JobSet
 gives every pod as `<jobset>-<job>-<job index>-<pod index>.<jobset>`),
@@ -142,12 +141,10 @@ def jobset_manifest(group: TrainGroup, *, experiment: str, image: str,
   train = group.train
   jobs = [_replicated_job(train, name, image=image, python=python,
                           secret_env=secret_env, depends_on=None, name=train.name)]
-  for i, unit in enumerate(group.units):
-    if unit.eval is not None:
-      eval_name = unit.eval.name if not group.is_multi_arm else f"{unit.eval.name}-{i}"
-      jobs.append(_replicated_job(unit.eval, name, image=image, python=python,
-                                  secret_env=secret_env, depends_on=train.name,
-                                  name=eval_name))
+  if group.eval is not None:
+    jobs.append(_replicated_job(group.eval, name, image=image, python=python,
+                                secret_env=secret_env, depends_on=train.name,
+                                name=group.eval.name))
   annotations = {
       # One slice (node pool) per JobSet.
       "alpha.jobset.sigs.k8s.io/exclusive-topology": "cloud.google.com/gke-nodepool",
@@ -155,7 +152,7 @@ def jobset_manifest(group: TrainGroup, *, experiment: str, image: str,
       "sftdiff/model-dir": wu.model_dir,
       "sftdiff/tensorboard-dir": wu.tensorboard_dir,
   }
-  if group.is_multi_arm:  # every run the multi-arm job trains, eval-<i> order
+  if group.is_multi_arm:  # every run the group's train and eval jobs cover
     annotations["sftdiff/runs"] = ",".join(u.run.name for u in group.units)
     annotations["sftdiff/model-dirs"] = ",".join(u.model_dir for u in group.units)
   return {

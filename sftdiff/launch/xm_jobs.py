@@ -1,6 +1,6 @@
 """A launch plan as XManager work units: one per train group (one run, or
 several arms in one multi-arm process) for training and, when it finishes,
-one per run for its evaluation. Works with any `xm.Experiment`
+one for the group's evaluation (one eval process for all its runs). Works with any `xm.Experiment`
 (`xm_local.create_experiment`, `xm_mock.MockExperiment` in tests).
 
 Executors: `local` runs `python -m <binary>` with this interpreter through
@@ -172,13 +172,14 @@ class UnitOutcome:
 
 async def launch(experiment: xm.Experiment, plan: LaunchPlan,
                  options: ExecutorOptions) -> list[UnitOutcome]:
-  """Adds the plan's train groups to an entered experiment; each run's eval
-  unit is added once its group's training has completed. One group failing
-  does not stop the others; the outcome of each run it trains carries the
-  error."""
+  """Adds the plan's train groups to an entered experiment; a group's eval
+  unit is added once its training has completed. One group failing does not
+  stop the others; the outcome of each run it trains (or evaluates) carries
+  the error (a grouped eval goes on past a failing checkpoint, so the
+  others' metrics are written)."""
   modules: dict[str, Job] = {}
   for group in plan.groups:
-    for job in (group.train, *(wu.eval for wu in group.units)):
+    for job in (group.train, group.eval):
       if job is not None:
         modules.setdefault(job.module, job)
   with tempfile.TemporaryDirectory() as staging:
@@ -193,15 +194,17 @@ async def launch(experiment: xm.Experiment, plan: LaunchPlan,
                   name=f"{name}-{job.name}", args=job.args(),
                   env_vars=dict(job.env))
 
-  async def evaluate(wu: WorkUnit) -> UnitOutcome:
+  async def evaluate(group: TrainGroup) -> list[UnitOutcome]:
+    first = group.units[0]
     try:
-      if wu.eval is not None:
-        unit = await experiment.add(_generator(xm_job(wu.name, wu.eval, wu.tensorboard_dir)),
-                                    args=work_unit_args(wu, "eval"))
+      if group.eval is not None:
+        unit = await experiment.add(
+            _generator(xm_job(group.name, group.eval, first.tensorboard_dir)),
+            args=work_unit_args(first, "eval", group))
         await unit.wait_until_complete()
     except Exception as e:  # pylint: disable=broad-except
-      return UnitOutcome(wu.name, e, "eval")
-    return UnitOutcome(wu.name)
+      return [UnitOutcome(wu.name, e, "eval") for wu in group.units]
+    return [UnitOutcome(wu.name) for wu in group.units]
 
   async def run(group: TrainGroup) -> list[UnitOutcome]:
     first = group.units[0]
@@ -212,7 +215,7 @@ async def launch(experiment: xm.Experiment, plan: LaunchPlan,
       await unit.wait_until_complete()
     except Exception as e:  # pylint: disable=broad-except
       return [UnitOutcome(wu.name, e, "train") for wu in group.units]
-    return list(await asyncio.gather(*(evaluate(wu) for wu in group.units)))
+    return await evaluate(group)
 
   attach_artifacts(experiment, plan)
   outcomes = await asyncio.gather(*(run(g) for g in plan.groups))

@@ -13,9 +13,12 @@ steps, every override) train once: `dedupe` points them at one model dir and
 With `multi_arm=MultiArmGrouping(max_arms=N)` (N > 1), units whose runs
 differ only in ARM, SEED and MODEL_DIR (`groups.group_key`) share one train
 job, `python -m sftdiff.train.multi_arm` with the shared flags and one
-`--arm=` per run (`TrainGroup`); each unit's own eval follows it. Every unit
-keeps its single-arm `train` job too: what the group runs for that arm, and
-what a local resume runs when the group cannot restart as one.
+`--arm=` per run (`TrainGroup`), and one eval job after it, `python -m
+sftdiff.eval` with the shared eval flags and one `--checkpoint_dir=` per run
+(each evaluated exactly as its own eval job would, in one process: one
+sampler compile per bucket for the group). Every unit keeps its own `train`
+and `eval` jobs too: what the group runs for that run, and what a local
+resume runs when the group cannot restart as one.
 
 Gin overrides are merged in levels (`merge_levels`): a later level replaces
 an earlier binding of the same NAME; one level binding a NAME twice with
@@ -180,9 +183,12 @@ class WorkUnit:
 class TrainGroup:
   """One train job and the work units it trains: one unit (its own
   `sftdiff.train` job) or several (one `sftdiff.train.multi_arm` process
-  training each unit's run as one arm). Each unit's eval follows it."""
+  training each unit's run as one arm); then `eval`, the job evaluating
+  them: the unit's own, or one `sftdiff.eval` process for every unit
+  (`--checkpoint_dir=` each). None when the plan evaluates nothing."""
   train: Job
   units: tuple[WorkUnit, ...]
+  eval: Job | None = None
 
   @property
   def name(self) -> str:
@@ -205,7 +211,8 @@ class LaunchPlan:
   def __post_init__(self):
     if not self.groups:  # one job per unit
       object.__setattr__(self, "groups", tuple(
-          TrainGroup(train=wu.train, units=(wu,)) for wu in self.work_units))
+          TrainGroup(train=wu.train, units=(wu,), eval=wu.eval)
+          for wu in self.work_units))
 
   def group_of(self, wu: WorkUnit) -> TrainGroup:
     return next(g for g in self.groups if wu in g.units)
@@ -286,7 +293,8 @@ def build_plan(runs: Sequence[RunSpec], *, title: str,
   for members in groups_lib.group(units, lambda wu: groups_lib.group_key(wu.run),
                                   max_arms):
     if len(members) == 1:
-      train_groups.append(TrainGroup(train=members[0].train, units=tuple(members)))
+      train_groups.append(TrainGroup(train=members[0].train, units=tuple(members),
+                                     eval=members[0].eval))
       continue
     run = members[0].run
     own = [binding_args(wu.run.bindings()[:len(PLAN_MACROS)]) for wu in members]
@@ -295,7 +303,14 @@ def build_plan(runs: Sequence[RunSpec], *, title: str,
                 resources=resources, env=env,
                 flags=(*groups_lib.trainer_flags(multi_arm),
                        *(arm_flag(a) for a in own)))
-    train_groups.append(TrainGroup(train=train, units=tuple(members)))
+    evaluation = None
+    if run_eval:  # each unit's eval job, its CHECKPOINT_DIR binding as a flag
+      evaluation = Job(
+          name="eval", module=eval_module, gin_files=resolved(eval_gin_files),
+          bindings=eval_base, resources=eval_resources or resources, env=env,
+          flags=tuple(f"--checkpoint_dir={eval_checkpoint_dir(wu.run, eval_steps)}"
+                      for wu in members))
+    train_groups.append(TrainGroup(train=train, units=tuple(members), eval=evaluation))
   return LaunchPlan(title=title, work_units=tuple(units), groups=tuple(train_groups))
 
 
@@ -308,19 +323,20 @@ def format_commands(plan: LaunchPlan, python: str = "python") -> str:
     lines.append(f"# {', '.join(names)}" + (" (one multi-arm process)"
                                              if group.is_multi_arm else ""))
     lines.append(group.train.command_line(python))
-    for wu in group.units:
-      if wu.eval:
-        lines.append(wu.eval.command_line(python))
+    if group.eval:
+      lines.append(group.eval.command_line(python))
   return "\n".join(lines) + "\n"
 
 
 def plan_to_json(plan: LaunchPlan, python: str = "python") -> list[dict]:
   """The plan as JSON-able records: each unit's runs and exact argv
-  (`train_argv`: the job that trains it, shared by its `train_group`)."""
+  (`train_argv` / `eval_argv`: the jobs that train and evaluate it, shared
+  by its `train_group`)."""
   return [{"work_unit": wu.name, "runs": [r.name for r in wu.runs],
            "arm": wu.run.arm, "model_dir": wu.model_dir,
            "eval_steps": wu.eval_steps,
            "train_group": plan.group_of(wu).name,
            "train_argv": plan.group_of(wu).train.argv(python),
-           "eval_argv": wu.eval.argv(python) if wu.eval else None}
+           "eval_argv": (plan.group_of(wu).eval.argv(python)
+                         if plan.group_of(wu).eval else None)}
           for wu in plan.work_units]

@@ -1,23 +1,28 @@
 """The local study runner: executes a run plan in subprocesses.
 
 The plan's train groups (`sftdiff.runs.plan.TrainGroup`: one run, or several
-sharing one multi-arm process) each run their train job, then every unit's
-eval job, each exactly the plan's `Job.argv(python)` (the argv XManager and
-JobSet run too). `parallelism` jobs run at once (threads that each wait on
-one subprocess); a ready eval goes before the next training. A stage whose
-outputs exist is skipped (`stages.py`), so re-running a finished or
-half-finished study redoes nothing complete: a group is pending while any
-member is untrained; it reruns as planned when all its members are at one
-common checkpoint (fresh, or stopped together by SIGTERM), else each
-untrained member resumes with its own single-arm train job (loop-mode
-multi-arm training is bit-identical to it).
+sharing one multi-arm process) each run their train job, then their eval job
+(one process for every run of the group), each exactly the plan's
+`Job.argv(python)` (the argv XManager and JobSet run too). `parallelism`
+jobs run at once (threads that each wait on one subprocess); a ready eval
+goes before the next training. A stage whose outputs exist is skipped
+(`stages.py`), so re-running a finished or half-finished study redoes
+nothing complete: a group is pending while any member is untrained; it
+reruns as planned when all its members are at one common checkpoint (fresh,
+or stopped together by SIGTERM), else each untrained member resumes with its
+own single-arm train job (loop-mode multi-arm training is bit-identical to
+it). Likewise the group's eval job runs when no member is evaluated yet,
+else each unevaluated member's own eval job (the same evaluation); a member
+whose training failed is left out by running the others' own eval jobs.
 
 Every subprocess launch is appended to `<study_dir>/logs/launches.jsonl`,
 its end (exit status, wall and CPU seconds) to `logs/finished.jsonl`;
 every stage writes its log beside the run (`runs/<arm>/seed<k>.{train,eval}.log`;
 a grouped job's log is its first member's, and the others' point to it). A
-failing job is reported per run it trained, with its log path and tail, and
-the other runs go on.
+failing job is reported per run it did not finish (a training: every run of
+a job that exited nonzero; an evaluation: every run whose metrics are
+missing, or all if none is), with its log path and tail, and the other runs
+go on.
 """
 
 from __future__ import annotations
@@ -97,19 +102,25 @@ def _tail(path: str, lines: int = 15) -> str:
     return ""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class _Task:
-  """One subprocess to run: a train job (for `units`) or one unit's eval."""
+  """One subprocess to run: a train or eval job (for `units`)."""
   stage: str
   job: Job
   units: tuple[WorkUnit, ...]
-  after: "_Task | None" = None   # the train task an eval waits for
-  state: str = "waiting"          # waiting | running | done | failed
+  after: tuple["_Task", ...] = ()  # the train tasks an eval waits for
+  state: str = "waiting"           # waiting | running | done | failed
 
   @property
   def label(self) -> str:
     first = self.units[0].run.name
-    return first if len(self.units) == 1 else f"{first} (+{len(self.units) - 1} arms)"
+    return first if len(self.units) == 1 else f"{first} (+{len(self.units) - 1} runs)"
+
+
+def _own_evals(units, trains) -> list[_Task]:
+  """Each unit's own eval job, after the train tasks that train it."""
+  return [_Task("eval", wu.eval, (wu,), tuple(t for t in trains if wu in t.units))
+          for wu in units]
 
 
 class LocalRunner:
@@ -164,6 +175,16 @@ class LocalRunner:
       return [_Task("train", group.train, group.units)]
     return [_Task("train", wu.train, (wu,)) for wu in untrained]
 
+  @staticmethod
+  def _eval_tasks(group: TrainGroup, unevaluated: list[WorkUnit],
+                  trains: list[_Task]) -> list[_Task]:
+    """The group's own eval job if no member is evaluated yet, else one per member."""
+    if not unevaluated:
+      return []
+    if len(unevaluated) == len(group.units):
+      return [_Task("eval", group.eval, group.units, tuple(trains))]
+    return _own_evals(unevaluated, trains)
+
   def tasks(self) -> list[_Task]:
     """Every job left to run, in plan order (evals point at their training)."""
     todo = dict((wu.name, stage_list) for wu, stage_list in self.pending())
@@ -172,10 +193,8 @@ class LocalRunner:
       untrained = [wu for wu in group.units if "train" in todo.get(wu.name, ())]
       trains = self._train_tasks(group, untrained)
       out += trains
-      for wu in group.units:
-        if "eval" in todo.get(wu.name, ()):
-          after = next((t for t in trains if wu in t.units), None)
-          out.append(_Task("eval", wu.eval, (wu,), after))
+      out += self._eval_tasks(
+          group, [wu for wu in group.units if "eval" in todo.get(wu.name, ())], trains)
     return out
 
   # ------------------------------------------------------------ execution
@@ -193,11 +212,12 @@ class LocalRunner:
       os.makedirs(os.path.dirname(self.launch_log), exist_ok=True)
       with open(self.launch_log, "a") as f:
         f.write(strict_json.dumps(record) + "\n")
+    done = "trained" if task.stage == "train" else "evaluated"
     for wu in task.units[1:]:
       other = stages.log_path(wu.run, task.stage)
       os.makedirs(os.path.dirname(other), exist_ok=True)
       with open(other, "a") as f:
-        f.write(f"trained in one process with {task.units[0].run.name}: log {log_path}\n")
+        f.write(f"{done} in one process with {task.units[0].run.name}: log {log_path}\n")
     with open(log_path, "a") as log:
       log.write(f"$ {' '.join(cmd)}\n")
       log.flush()
@@ -242,14 +262,17 @@ class LocalRunner:
       return [Failure(wu.run.name, "train", "trainer exited 0 but wrote no checkpoint "
                       f"{stages.final_checkpoint(wu.run)}{together}", log)
               for wu in task.units if not stages.train_done(wu.run)]
-    (wu,) = task.units
-    if rc != 0:
-      return [Failure(wu.run.name, "eval", f"exit status {rc}", log)]
-    missing = stages.missing_metrics(wu.run, self.benchmarks, wu.eval_steps)
-    if missing:
-      return [Failure(wu.run.name, "eval", f"eval exited 0 but left no metrics for "
-                      f"{sorted({b for _, b in missing})} (e.g. {missing[0][0]})", log)]
-    return []
+    together = (f" (one eval job for {len(task.units)} runs)"
+                if len(task.units) > 1 else "")
+    missing = {wu.name: stages.missing_metrics(wu.run, self.benchmarks, wu.eval_steps)
+               for wu in task.units}
+    if rc != 0:  # the runs it left unevaluated; all of them if it left none
+      return [Failure(wu.run.name, "eval", f"exit status {rc}{together}", log)
+              for wu in task.units if missing[wu.name] or not any(missing.values())]
+    return [Failure(wu.run.name, "eval", f"eval exited 0 but left no metrics for "
+                    f"{sorted({b for _, b in missing[wu.name]})} (e.g. "
+                    f"{missing[wu.name][0][0]}){together}", log)
+            for wu in task.units if missing[wu.name]]
 
   def run(self) -> RunnerResult:
     result = RunnerResult()
@@ -270,14 +293,18 @@ class LocalRunner:
     start = time.time()
 
     def finish(task: _Task, failed_runs: set[str]) -> None:
-      """Under the lock: `task` ended; evals of runs it failed are dropped."""
+      """Under the lock: `task` ended; evals of runs it failed are dropped
+      (a group's eval gives way to the other members' own eval jobs)."""
       task.state = "failed" if failed_runs else "done"
       ended = [task]
-      for t in tasks:
-        if (t.after is task and t.state == "waiting"
-            and t.units[0].run.name in failed_runs):
+      for t in list(tasks):
+        failed_here = [wu for wu in t.units if wu.run.name in failed_runs]
+        if task in t.after and t.state == "waiting" and failed_here:
           t.state = "failed"
           ended.append(t)
+          others = _own_evals([wu for wu in t.units if wu not in failed_here], t.after)
+          tasks.extend(others)
+          bar.total += len(others)
       bar.update(len(ended))
       progress["done"] += len(ended)
       changed.notify_all()
@@ -290,7 +317,7 @@ class LocalRunner:
         if not waiting:
           return None
         # (an eval still waiting after its training failed is of a run it trained)
-        ready = [t for t in waiting if t.after is None or t.after.state in ("done", "failed")]
+        ready = [t for t in waiting if all(a.state in ("done", "failed") for a in t.after)]
         if ready:
           task = min(ready, key=lambda t: t.stage != "eval")
           task.state = "running"

@@ -7,7 +7,9 @@ and `.../<TRAIN_STEPS>/`, and `MODEL_DIR/macros.json`;
 eval (given CHECKPOINT_DIR: a step dir, or a model dir for every step) fails
 unless that checkpoint exists, then writes `CHECKPOINT_DIR/eval/macros.json`.
 Given `--arm=` flags it stands for `sftdiff.train.multi_arm`: it trains each
-arm as above, under the shared gin flags followed by the arm's own.
+arm as above, under the shared gin flags followed by the arm's own. Given
+`--checkpoint_dir=` flags it evaluates each as with that CHECKPOINT_DIR
+(a missing one fails after the others, as `sftdiff.eval` does).
 Both append their argv to `$FAKE_BINARY_ARGV_LOG` (JSON lines) when it is set.
 """
 
@@ -57,23 +59,36 @@ def main(argv):
       _train(_macros())
     _record()
     return 0
+  if flags.FLAGS.checkpoint_dir:
+    rcs = []
+    for ckpt in flags.FLAGS.checkpoint_dir:
+      gin.clear_config()
+      gin_utils.parse(flags.FLAGS.gin_file,
+                      [*flags.FLAGS.gin_bindings, f"CHECKPOINT_DIR = {ckpt!r}"],
+                      flags.FLAGS.gin_search_paths)
+      rcs.append(_evaluate(_macros()))
+    _record()
+    return max(rcs)
   gin_utils.parse_from_flags()
   macros = _macros()
-  if "CHECKPOINT_DIR" in macros:
-    ckpt = macros["CHECKPOINT_DIR"]
-    step_dirs = ([ckpt] if layout.is_step_dir(ckpt) else
-                 [layout.step_dir(ckpt, s) for s in layout.committed_steps(ckpt)])
-    if not step_dirs or not all(os.path.isdir(d) for d in step_dirs):
-      print(f"no checkpoint at {ckpt}", file=sys.stderr)
-      return 1
-    out_dir = layout.eval_dir(ckpt)
-  else:
+  if "CHECKPOINT_DIR" not in macros:
     _train(macros)
     _record()
     return 0
-  _write_macros(out_dir, macros)
-  _write_metrics(step_dirs, macros.get("BENCHMARKS") or ())
+  rc = _evaluate(macros)
   _record()
+  return rc
+
+
+def _evaluate(macros):
+  ckpt = macros["CHECKPOINT_DIR"]
+  step_dirs = ([ckpt] if layout.is_step_dir(ckpt) else
+               [layout.step_dir(ckpt, s) for s in layout.committed_steps(ckpt)])
+  if not step_dirs or not all(os.path.isdir(d) for d in step_dirs):
+    print(f"no checkpoint at {ckpt}", file=sys.stderr)
+    return 1
+  _write_macros(layout.eval_dir(ckpt), macros)
+  _write_metrics(step_dirs, macros.get("BENCHMARKS") or ())
   return 0
 
 
@@ -111,4 +126,5 @@ if __name__ == "__main__":
   # has an --arm flag of its own.
   flags.DEFINE_multi_string("arm", [], "multi-arm stand-in: one arm's own flags")
   flags.DEFINE_string("multi_arm_mode", None, "multi-arm stand-in: recorded only")
+  flags.DEFINE_multi_string("checkpoint_dir", [], "grouped eval stand-in: each dir")
   gin_utils.run(lambda argv: sys.exit(main(argv)))

@@ -1,5 +1,6 @@
 """Every executor runs exactly the plan's argv, and evaluates the same steps,
-with one process per run and with runs grouped into multi-arm train jobs.
+with one process per run and with runs grouped into multi-arm train jobs
+(and one eval process per group).
 
 The local study runner and XManager's local executor run the stand-in binary
 (`fake_binary.py`, which also stands in for the multi-arm trainer), which
@@ -23,6 +24,7 @@ from sftdiff.runs import plan as plan_lib
 from sftdiff.runs.resources import Resources, check
 from sftdiff.runs.spec import RunSpec, runs_to_json
 from sftdiff.study import runner as runner_lib
+from sftdiff.study import stages
 
 XM_LAUNCH = pathlib.Path(__file__).resolve().parents[2] / "launch" / "xm_launch.py"
 
@@ -56,8 +58,8 @@ def _plan(gin_dir, root, module, eval_steps="final", multi_arm=None, **kw):
 
 
 def _jobs(plan):
-  """Each group's train job, then its units' evals: what executors run."""
-  return [job for g in plan.groups for job in (g.train, *(wu.eval for wu in g.units))]
+  """Each group's train job, then its eval job: what executors run."""
+  return [job for g in plan.groups for job in (g.train, g.eval)]
 
 
 def _recorded(path):
@@ -94,6 +96,22 @@ def test_grouped_plan_trains_each_arm_as_its_own_train_job_would():
   json_plan = plan_lib.plan_to_json(plan)
   assert [r["train_group"] for r in json_plan] == [first.name, first.name, second.name]
   assert json_plan[1]["train_argv"] == first.train.argv()
+  assert json_plan[1]["eval_argv"] == first.eval.argv()
+
+
+def test_grouped_eval_evaluates_each_run_as_its_own_eval_job_would():
+  plan = _plan(pathlib.Path("/gin"), pathlib.Path("/runs"), "sftdiff.train",
+               multi_arm=GROUPINGS["grouped"], multi_arm_module="sftdiff.train.multi_arm")
+  first, second = plan.groups
+  assert second.eval == second.units[0].eval  # alone: its own eval job
+  assert first.eval.module == second.eval.module
+  shared = [a for a in first.eval.args() if not a.startswith("--checkpoint_dir=")]
+  dirs = [a[len("--checkpoint_dir="):] for a in first.eval.args()
+          if a.startswith("--checkpoint_dir=")]
+  assert dirs == [f"{wu.model_dir}/checkpoints/{STEPS}" for wu in first.units]
+  for wu, d in zip(first.units, dirs, strict=True):
+    # The shared flags + CHECKPOINT_DIR=<dir> (as sftdiff.eval binds it): its own eval job.
+    assert sorted([*shared, f"--gin.CHECKPOINT_DIR={d!r}"]) == sorted(wu.eval.args())
 
 
 @grouping
@@ -121,10 +139,8 @@ def test_jobset_containers_run_exactly_the_plan_argv(gin_dir, tmp_path, multi_ar
   for doc, group in zip(docs, plan.groups):
     commands = {j["name"]: j["template"]["spec"]["template"]["spec"]["containers"][0][
         "command"] for j in doc["spec"]["replicatedJobs"]}
-    evals = ({f"eval-{i}": wu.eval for i, wu in enumerate(group.units)}
-             if group.is_multi_arm else {"eval": group.units[0].eval})
     assert commands == {"train": group.train.argv("python3"),
-                        **{n: job.argv("python3") for n, job in evals.items()}}
+                        "eval": group.eval.argv("python3")}
     for j in doc["spec"]["replicatedJobs"][1:]:
       assert j["dependsOn"] == [{"name": "train", "status": "Complete"}]
 
@@ -145,8 +161,7 @@ def test_xm_mock_jobs_run_exactly_the_plan_argv(gin_dir, tmp_path, multi_arm):
   assert sorted(o.name for o in outcomes) == sorted(wu.name for wu in plan.work_units)
   jobs = {j.name: j for j in experiment.launched_jobs}
   assert len(jobs) == len(_jobs(plan))
-  named = [(f"{g.name}-train", g.train) for g in plan.groups] + [
-      (f"{wu.name}-eval", wu.eval) for wu in plan.work_units]
+  named = [(f"{g.name}-{job.name}", job) for g in plan.groups for job in (g.train, g.eval)]
   for name, job in named:
     xm_job = jobs[name]
     # xm.binary(path=python, args=['-m', module]) + the job's flags = argv.
@@ -203,3 +218,43 @@ def test_local_runner_and_xm_evaluate_the_same_steps(gin_dir, tmp_path, fake_bin
   def flags(recorded, root):
     return sorted(json.dumps(r["args"]).replace(str(root), "<root>") for r in recorded)
   assert flags(local, local_root) == flags(xm, xm_root)
+
+
+def _commit(step_dir):
+  os.makedirs(step_dir)
+  pathlib.Path(step_dir, "commit_success.txt").write_text("")
+
+
+def test_runner_runs_the_group_eval_only_when_no_member_is_evaluated(gin_dir, tmp_path):
+  plan = _plan(gin_dir, tmp_path / "runs", "sftdiff.train", multi_arm=GROUPINGS["grouped"])
+  first = plan.groups[0]
+  runner = runner_lib.LocalRunner(plan, study_dir=str(tmp_path / "study"),
+                                  benchmarks=BENCHES, log=lambda msg: None)
+  fresh = [(t.stage, t.job) for t in runner.tasks()]
+  assert fresh[:2] == [("train", first.train), ("eval", first.eval)]
+  for wu in first.units:
+    _commit(f"{wu.model_dir}/checkpoints/{STEPS}")
+  done = first.units[0].evaluated_checkpoints()[0]
+  for b in BENCHES:  # the first member evaluated: the other gets its own eval job
+    os.makedirs(f"{done}/eval/{b}")
+    pathlib.Path(f"{done}/eval/{b}/metrics.json").write_text("{}")
+  assert [(t.stage, t.job) for t in runner.tasks()][:1] == [("eval", first.units[1].eval)]
+
+
+def test_a_member_failing_training_leaves_the_others_own_evals(gin_dir, tmp_path,
+                                                               fake_binary_env):
+  plan = _plan(gin_dir, tmp_path / "runs", fake_binary_env, multi_arm=GROUPINGS["grouped"])
+  ok, broken = plan.groups[0].units
+  _commit(f"{ok.model_dir}/checkpoints/{STEPS // 2}")  # different steps: trained apart
+  pathlib.Path(broken.model_dir).parent.mkdir(parents=True)
+  pathlib.Path(broken.model_dir).write_text("not a directory")  # its training fails
+  log = tmp_path / "argv.jsonl"
+  runner = runner_lib.LocalRunner(
+      plan, study_dir=str(tmp_path / "study"), benchmarks=BENCHES, parallelism=1,
+      env={"FAKE_BINARY_ARGV_LOG": str(log)}, log=lambda msg: None)
+  result = runner.run()
+  assert [(f.run, f.stage) for f in result.failures] == [(broken.run.name, "train")]
+  recorded = [r["args"] for r in _recorded(log)]
+  assert ok.eval.args() in recorded  # its own eval job, not the group's
+  assert plan.groups[0].eval.args() not in recorded
+  assert stages.eval_done(ok.run, BENCHES)

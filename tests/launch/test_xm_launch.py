@@ -62,7 +62,8 @@ def test_dry_run_groups_arms_into_multi_arm_jobs(gin_dir, home, tmp_path):
   assert "trained by" in r.stdout and "ref-seed0+1" in r.stdout
   assert r.stdout.count(" -m sftdiff.train.multi_arm ") == 2
   assert r.stdout.count("--multi_arm_mode=loop") == 2
-  assert r.stdout.count(" -m sftdiff.eval ") == 4
+  assert r.stdout.count(" -m sftdiff.eval ") == 2  # one eval process per train job
+  assert r.stdout.count(" --checkpoint_dir=") == 4
   bad = _run([*_base_args(gin_dir, root), "--dry_run", "--multi_arm_max=0"], home)
   assert bad.returncode == 2 and "max_arms=0" in bad.stderr, bad.stderr
 
