@@ -13,7 +13,9 @@ from typing import Any, Mapping, Sequence
 
 from sftdiff import strict_json
 from sftdiff.study import figures, judge_appendix
-from sftdiff.study.verdicts import StudyResults, Verdict, all_verdicts
+from sftdiff.study.verdicts import (INCONCLUSIVE, NOT_APPLICABLE, RULED_OUT,
+                                    SUPPORTED, VERDICT_VALUES, StudyResults,
+                                    Verdict, all_verdicts)
 
 VERDICT_COLUMNS = ("trait", "hypothesis", "verdict", "evidence (95% intervals)",
                    "planted", "match", "seeds alone")
@@ -106,6 +108,31 @@ def _methods(res: StudyResults) -> str:
                    for (m, s), ns in sorted(n_by.items())) + "." if n_by else "none."
 
 
+# A "raises it" verdict and the "suffices" verdict of the same run.
+_RAISES_SUFFICES = (("raises:", "sufficient:"), ("sweep_raises:", "sweep_sufficient:"))
+
+
+def _fold_raises(vs: Sequence[Verdict]) -> tuple[list[Verdict], list[str]]:
+  """The verdicts a summary lists, each 'raises it' folded into its
+  'suffices': both supported → 'suffices' alone; both ruled out → 'does not
+  raise it' alone; raises without sufficing → one phrase (returned apart)."""
+  by_key = {v.key: v for v in vs}
+  drop, partial = set(), []
+  for v in vs:
+    for raises, suffices in _RAISES_SUFFICES:
+      other = by_key.get(suffices + v.key[len(raises):]) if v.key.startswith(raises) else None
+      if other is None:
+        continue
+      if v.verdict == other.verdict == SUPPORTED:
+        drop.add(v.key)
+      elif v.verdict == other.verdict == RULED_OUT:
+        drop.add(other.key)
+      elif v.verdict == SUPPORTED and other.verdict == INCONCLUSIVE:
+        drop |= {v.key, other.key}
+        partial.append(f"{v.hypothesis}, without reaching half the teacher's effect")
+  return [v for v in vs if v.key not in drop], partial
+
+
 def _summary(res: StudyResults, verdicts: Sequence[Verdict]) -> list[str]:
   """One sentence per trait: what is supported, what is ruled out."""
   out = []
@@ -113,15 +140,21 @@ def _summary(res: StudyResults, verdicts: Sequence[Verdict]) -> list[str]:
     vs = [v for v in verdicts if v.trait == t]
     if not vs:
       continue
+    listed, partial = _fold_raises(vs)
     said = []
-    for label, verdict in (("supported", "supported"), ("ruled out", "ruled out")):
-      hyps = [v.hypothesis for v in vs if v.verdict == verdict]
+    for label, verdict in ((SUPPORTED, SUPPORTED), (RULED_OUT, RULED_OUT)):
+      hyps = [v.hypothesis for v in listed if v.verdict == verdict]
+      hyps += partial if verdict == SUPPORTED else []
       if hyps:
         said.append(f"{label}: {'; '.join(hyps)}")
-    undecided = sum(v.verdict == "inconclusive" for v in vs)
+    undecided = sum(v.verdict == INCONCLUSIVE for v in listed)
+    moot = sum(v.verdict == NOT_APPLICABLE for v in listed)
     checked = [v for v in vs if v.match in ("match", "mismatch")]
     line = f"{t} — " + (". ".join(said) or "nothing decided")
     line += f". {undecided} inconclusive."
+    if moot:
+      line += (f" {moot} not applicable (the teacher adds nothing for a filter "
+               "or subset to carry).")
     if checked:
       line += (f" Ground truth: {sum(v.match == 'match' for v in checked)}/"
                f"{len(checked)} checked match.")
@@ -229,8 +262,7 @@ def to_markdown(blocks, rel) -> str:
 
 
 # Verdict cells are coloured by verdict (rows by match / mismatch).
-_VERDICT_CELL = {v: f" class='v-{v.replace(' ', '-')}'"
-                 for v in ("supported", "ruled out", "inconclusive")}
+_VERDICT_CELL = {v: f" class='v-{v.replace(' ', '-')}'" for v in VERDICT_VALUES}
 
 
 def to_html(blocks, rel, title: str) -> str:
@@ -241,7 +273,8 @@ def to_html(blocks, rel, title: str) -> str:
          "padding:3px 6px;vertical-align:top}.mismatch{background:#fdd}"
          ".match{background:#dfd}img{max-width:100%}"
          "td.v-supported{background:#b7e1b0}td.v-ruled-out{background:#f3b9b9}"
-         "td.v-inconclusive{background:#eee;color:#555}</style></head><body>"]
+         "td.v-inconclusive{background:#eee;color:#555}"
+         "td.v-not-applicable{background:#f7f7f7;color:#888}</style></head><body>"]
   for blk in blocks:
     kind = blk[0]
     if kind in ("h1", "h2"):

@@ -8,9 +8,15 @@ T = orig base × alt prompts × orig-family teacher (share 1);
 share(x) = (x − AC) / (T − AC). Thresholds (docs/study.md):
 
   * sufficient (patch-in): clearly above AC and share ≥ SUFFICIENT_SHARE.
+  * raises it (patch-in, teacher-on-subset sweep): clearly above AC,
+    whatever the share; "ruled out" when not clearly above AC.
   * removes the trait (patch-out, drop): not clearly above AC, or share ≤
     REMOVED_SHARE; "ruled out" (trait clearly left in place) when clearly
     above AC and share > REMOVED_SHARE.
+
+A filter or sweep hypothesis is "not applicable" when the teacher run is
+decided to add nothing over AC (teacher-driven ruled out: prompt-driven, or
+fully locked in), "inconclusive" when that is undecided.
 
 The planted ground truth (toyworld) is compared verdict by verdict; a verdict
 that disagrees with it is reported as a mismatch, never hidden.
@@ -30,6 +36,11 @@ REMOVED_SHARE = 0.25
 TRACKING_MIN_RHO = 0.8
 
 SUPPORTED, RULED_OUT, INCONCLUSIVE = "supported", "ruled out", "inconclusive"
+# A filter / sweep hypothesis about a trait the teacher run does not carry.
+NOT_APPLICABLE = "not applicable"
+VERDICT_VALUES = (SUPPORTED, RULED_OUT, INCONCLUSIVE, NOT_APPLICABLE)
+# Ground-truth values checked against the observed verdict; any other value
+# ('not derivable', 'not applicable', 'partial: ...') leaves it unchecked.
 _VERDICTS = (SUPPORTED, RULED_OUT, INCONCLUSIVE)
 UNCHECKED = "unchecked"
 
@@ -39,7 +50,7 @@ class Verdict:
   trait: str
   key: str          # e.g. 'teacher_driven', 'sufficient:date_mentions'
   hypothesis: str   # human-readable
-  verdict: str      # supported | ruled out | inconclusive
+  verdict: str      # supported | ruled out | inconclusive | not applicable
   evidence: str     # the numbers, with intervals
   expected: str = ""  # from the ground truth, if known
   match: str = ""     # match | mismatch | unchecked (the ground truth says
@@ -163,15 +174,12 @@ def trait_verdicts(res: StudyResults, trait: str) -> list[Verdict]:
                   SUPPORTED if T.above(AC) else RULED_OUT,
                   f"teacher {T.fmt()} vs alt completions {AC.fmt()} vs "
                   f"reference-alt {A.fmt()}"))
+  teacher = INCONCLUSIVE
   if T and AC:
     ev = (f"orig-family teacher on alt prompts {T.fmt()} vs alt completions "
-          f"{AC.fmt()}" + (f", reference-orig {O.fmt()}" if O else ""))
-    if T.above(AC):
-      teacher, prompt = SUPPORTED, RULED_OUT
-    elif O and O.above(T) and T.overlaps(AC):
-      teacher, prompt = RULED_OUT, SUPPORTED
-    else:
-      teacher, prompt = INCONCLUSIVE, INCONCLUSIVE
+          f"{AC.fmt()}" + (f", reference-orig {O.fmt()}" if O else "")
+          + (f", reference-alt {A.fmt()}" if A else ""))
+    teacher, prompt = _drivers(O, A, AC, T)
     out.append(_v(trait, "teacher_driven", "teacher-driven (the teacher's "
                   "completions carry it)", teacher, ev))
     out.append(_v(trait, "prompt_driven", "prompt-driven (needs the original "
@@ -179,9 +187,34 @@ def trait_verdicts(res: StudyResults, trait: str) -> list[Verdict]:
   out += _tracking(res, trait)
   if T and AC:
     out += _interpolation(res, trait, T, AC)
-    out += _filters(res, trait, T, AC)
-    out += _sweep(res, trait, T, AC)
+    out += _filters(res, trait, T, AC, teacher)
+    out += _sweep(res, trait, T, AC, teacher)
   return out
+
+
+def _drivers(O, A, AC, T) -> tuple[str, str]:
+  """(teacher_driven, prompt_driven) from the main runs (any but T and AC
+  may be None)."""
+  if T.above(AC):
+    return SUPPORTED, RULED_OUT
+  if O and O.above(T) and T.overlaps(AC):
+    return RULED_OUT, SUPPORTED
+  if A and AC.above(A) and T.overlaps(AC):
+    # fully locked in: alt prompts with alt completions keep it, the teacher
+    # adds nothing, and the orig prompts are not needed
+    return RULED_OUT, RULED_OUT
+  return INCONCLUSIVE, INCONCLUSIVE
+
+
+def _moot(teacher: str, what: str, base_ev: str) -> tuple[str, str]:
+  """(verdict, evidence) of a filter / sweep hypothesis when the teacher run
+  is not clearly above AC: nothing for a subset to carry (not applicable)
+  when teacher-driven is ruled out, undecided otherwise."""
+  if teacher == RULED_OUT:
+    return NOT_APPLICABLE, (f"the teacher adds nothing over alt completions "
+                            f"(teacher-driven ruled out): nothing for {what} to "
+                            f"carry ({base_ev})")
+  return INCONCLUSIVE, f"the teacher run is not clearly above alt completions ({base_ev})"
 
 
 def _tracking(res: StudyResults, trait: str) -> list[Verdict]:
@@ -251,6 +284,12 @@ def _suffices(x, AC, T):
   return RULED_OUT if not x.above(AC) else INCONCLUSIVE
 
 
+def _raises(x, AC, T):
+  """Clearly above AC, however far below the teacher's effect (a partial
+  carrier: virulent's chat alone 0.23 against the teacher's 0.69)."""
+  return SUPPORTED if x.above(AC) else RULED_OUT
+
+
 def _removes(x, AC, T):
   s = _share(x, AC, T)
   if not x.above(AC) or s <= REMOVED_SHARE:
@@ -258,36 +297,56 @@ def _removes(x, AC, T):
   return RULED_OUT
 
 
-def _filters(res, trait, T, AC) -> list[Verdict]:
+def _residue(res, trait, AC) -> Estimate | None:
+  """AC, when alt completions themselves carry the trait (clearly above
+  reference-alt): then "removes it" can only mean the teacher's part."""
+  A = res.get(res.arm_of_kind("reference_alt"), trait)
+  return AC if A is not None and AC.above(A) else None
+
+
+def _removes_hyp(what: str, residue: Estimate | None) -> str:
+  if residue is None:
+    return f"{what} removes it"
+  return (f"{what} removes the teacher's part (alt completions keep "
+          f"{residue.value:.2f} of it)")
+
+
+# Per filter run: (verdict key prefix, hypothesis, judge). The hypothesis of a
+# removal names the residue alt completions keep, if any (`_removes_hyp`).
+_FILTER_HYPS = {
+    "patch_in": (("sufficient", "patch-in of {f} suffices", _suffices),
+                 ("raises", "patch-in of {f} raises it", _raises)),
+    "patch_out": (("patch_out_removes", "patch-out of {f}", _removes),),
+    "drop": (("drop_removes", "dropping {f}", _removes),),
+}
+
+
+def _filters(res, trait, T, AC, teacher) -> list[Verdict]:
   out = []
+  residue = _residue(res, trait, AC)
   groups = sorted({d.group for d in res.arms.values() if d.kind == "filter"})
+  base_ev = f"alt completions {AC.fmt()}, teacher {T.fmt()}"
   for f in groups:
     runs = _filter_runs(res, f)
     est = {k: res.get(v, trait) for k, v in runs.items()}
-    base_ev = f"alt completions {AC.fmt()}, teacher {T.fmt()}"
-    if not T.above(AC):
-      for run, key, hyp in _FILTER_HYPS:
-        if est.get(run) is not None:
-          out.append(_v(trait, f"{key}:{f}", hyp.format(f=f), INCONCLUSIVE,
-                        f"the teacher run is not clearly above alt completions "
-                        f"({base_ev})"))
+    for run, hyps in _FILTER_HYPS.items():
+      x = est.get(run)
+      if x is None:
+        continue
+      what = f"{run.replace('_', '-')} {x.fmt()} ({_fmt_share(_share(x, AC, T))})"
+      for key, hyp, judge in hyps:
+        hyp = hyp.format(f=f)
+        if judge is _removes:
+          hyp = _removes_hyp(hyp, residue) + (" (the subset is necessary)"
+                                              if run == "patch_out" else "")
+        if teacher != SUPPORTED:
+          verdict, ev = _moot(teacher, f, f"{what}; {base_ev}")
+        else:
+          verdict, ev = judge(x, AC, T), f"{what}; {base_ev}"
+        out.append(_v(trait, f"{key}:{f}", hyp, verdict, ev))
+    if teacher != SUPPORTED:
       continue
     pin, pout, drop, rnd = (est.get(k) for k in ("patch_in", "patch_out", "drop", "random"))
-    if pin:
-      s = _share(pin, AC, T)
-      out.append(_v(trait, f"sufficient:{f}", f"patch-in of {f} suffices",
-                    _suffices(pin, AC, T),
-                    f"patch-in {pin.fmt()} ({_fmt_share(s)}); {base_ev}"))
-    if pout:
-      s = _share(pout, AC, T)
-      out.append(_v(trait, f"patch_out_removes:{f}", f"patch-out of {f} removes it "
-                    f"(the subset is necessary)", _removes(pout, AC, T),
-                    f"patch-out {pout.fmt()} ({_fmt_share(s)}); {base_ev}"))
-    if drop:
-      s = _share(drop, AC, T)
-      out.append(_v(trait, f"drop_removes:{f}", f"dropping {f} removes it",
-                    _removes(drop, AC, T),
-                    f"drop {drop.fmt()} ({_fmt_share(s)}); {base_ev}"))
     for run, x in (("patch_out", pout), ("drop", drop)):
       out += _reaches_reference_alt(res, trait, AC, x, f"{run}_reaches_reference_alt:{f}",
                                     f"{run.replace('_', '-')} of {f}")
@@ -313,44 +372,48 @@ def _reaches_reference_alt(res, trait, AC, x, key, what) -> list[Verdict]:
              f"{AC.fmt()} keep it")]
 
 
-_FILTER_HYPS = (("patch_in", "sufficient", "patch-in of {f} suffices"),
-                ("patch_out", "patch_out_removes", "patch-out of {f} removes it"),
-                ("drop", "drop_removes", "dropping {f} removes it"))
-
-
 # Per-subset sweep, both directions (StudyConfig.sweep_directions): kind →
-# (verdict key prefix, hypothesis, the run's description in the evidence).
+# (the run's description in the evidence, ((verdict key prefix, hypothesis,
+# judge), ...)).
 _SWEEP_HYPS = {
-    "sweep": ("sweep_sufficient", "the teacher on {s} alone (alt elsewhere) suffices",
-              "teacher on {s} / alt elsewhere"),
-    "sweep_out": ("sweep_necessary", "alt on {s} (teacher elsewhere) removes it: "
-                  "the teacher rollouts on {s} are necessary", "alt on {s} / teacher elsewhere"),
+    "sweep": ("teacher on {s} / alt elsewhere", (
+        ("sweep_sufficient", "the teacher on {s} alone (alt elsewhere) suffices",
+         _suffices),
+        ("sweep_raises", "the teacher on {s} alone (alt elsewhere) raises it",
+         _raises))),
+    "sweep_out": ("alt on {s} / teacher elsewhere", (
+        ("sweep_necessary", "alt on {s} (teacher elsewhere)", _removes),)),
 }
 
 
-def _sweep(res, trait, T, AC) -> list[Verdict]:
-  """One verdict per swept subset and direction: `sweep_sufficient:<s>` judged
-  like patch-in (`sufficient:F`), `sweep_necessary:<s>` like patch-out
-  (`patch_out_removes:F`), both with F = subset:<s>."""
+def _sweep(res, trait, T, AC, teacher) -> list[Verdict]:
+  """Verdicts per swept subset and direction, with F = subset:<s>:
+  `sweep_sufficient:<s>` / `sweep_raises:<s>` judged like patch-in
+  (`sufficient:F` / `raises:F`), `sweep_necessary:<s>` like patch-out
+  (`patch_out_removes:F`)."""
   out = []
+  residue = _residue(res, trait, AC)
   runs = sorted((d.group, list(_SWEEP_HYPS).index(d.kind), n)
                 for n, d in res.arms.items() if d.kind in _SWEEP_HYPS)
+  base_ev = f"alt completions {AC.fmt()}, teacher {T.fmt()}"
   for s, _, name in runs:
     x = res.get(name, trait)
     if x is None:
       continue
-    kind = res.arms[name].kind
-    prefix, hyp, what = (t.format(s=s) for t in _SWEEP_HYPS[kind])
-    base_ev = f"alt completions {AC.fmt()}, teacher {T.fmt()}"
+    what, hyps = _SWEEP_HYPS[res.arms[name].kind]
+    what = what.format(s=s)
     ev = f"{what} {x.fmt()} ({_fmt_share(_share(x, AC, T))}); {base_ev}"
-    if not T.above(AC):
-      out.append(_v(trait, f"{prefix}:{s}", hyp, INCONCLUSIVE,
-                    f"the teacher run is not clearly above alt completions ({ev})"))
-      continue
-    if kind == "sweep":
-      out.append(_v(trait, f"{prefix}:{s}", hyp, _suffices(x, AC, T), ev))
-    else:
-      out.append(_v(trait, f"{prefix}:{s}", hyp, _removes(x, AC, T), ev))
+    for prefix, hyp, judge in hyps:
+      hyp = hyp.format(s=s)
+      if judge is _removes:
+        hyp = _removes_hyp(hyp, residue) + (f": the teacher rollouts on {s} "
+                                            "are necessary")
+      if teacher != SUPPORTED:
+        verdict, why = _moot(teacher, s, ev)
+        out.append(_v(trait, f"{prefix}:{s}", hyp, verdict, why))
+      else:
+        out.append(_v(trait, f"{prefix}:{s}", hyp, judge(x, AC, T), ev))
+    if teacher == SUPPORTED and res.arms[name].kind == "sweep_out":
       out += _reaches_reference_alt(res, trait, AC, x,
                                     f"sweep_necessary_reaches_reference_alt:{s}", what)
   return out
@@ -381,22 +444,49 @@ def _compare(v: Verdict, expected: Mapping[tuple[str, str], str]) -> Verdict:
   return v
 
 
-_GT_KEYS = {"locked_in_by_pretraining": "pretraining",
-            "prompt_driven": "prompt_driven", "teacher_driven": "teacher_driven",
-            "follows_teacher": "tracks_teacher"}
-_GT_FILTER_KEYS = {"patch_in_sufficient": "sufficient",
-                   "patch_out_removes": "patch_out_removes",
-                   "drop_removes": "drop_removes"}
-# ground truth's per-subset sweeps (toyworld/mechanism.py) → verdict key prefix
-_GT_SWEEP_KEYS = {"sweep": "sweep_sufficient", "sweep_out": "sweep_necessary"}
+# The ground truth's value "partial" (toyworld/mechanism.py PARTIAL): the
+# carrier raises the trait without reaching the teacher's effect.
+PARTIAL = "partial"
+PARTIAL_SUFFICIENT = "partial: raises without reaching the teacher's effect"
+_YES_NO = {True: SUPPORTED, False: RULED_OUT}
 
 
-def _expected_verdict(value) -> str:
-  """A ground-truth value as the verdict it predicts; strings other than
-  true/false ('not derivable', 'not applicable', 'partial', 'both') pass
-  through and leave the verdict unchecked."""
-  if isinstance(value, bool):
-    return SUPPORTED if value else RULED_OUT
+def _patch_in(sufficient_key: str, raises_key: str):
+  """A patch-in conclusion (true / false / partial) checks both keys."""
+  return ((sufficient_key, {**_YES_NO, PARTIAL: PARTIAL_SUFFICIENT}),
+          (raises_key, {**_YES_NO, PARTIAL: SUPPORTED}))
+
+
+# The one table from toyworld's derived conclusions (ground_truth.json
+# `expected`) to verdict keys: ground-truth key → ((verdict key, {ground-truth
+# value → expected verdict}), ...). A value a key's map lacks ('not
+# derivable', 'not applicable', 'both', ...) is passed through as text and
+# leaves that verdict unchecked; so does PARTIAL_SUFFICIENT. Filter
+# conclusions give `<key>:<F>`, sweep conclusions `<key>:<S>`.
+GT_TABLE = {
+    "differs_between_references": (("differs_between_references", _YES_NO),),
+    "locked_in_by_pretraining": (("pretraining", _YES_NO),),
+    "prompt_driven": (("prompt_driven", _YES_NO),),
+    "teacher_driven": (("teacher_driven", _YES_NO),),
+    "follows_teacher": (("tracks_teacher", _YES_NO),),
+    # filters[F]
+    "patch_in_sufficient": _patch_in("sufficient", "raises"),
+    "patch_out_removes": (("patch_out_removes", _YES_NO),),
+    "drop_removes": (("drop_removes", _YES_NO),),
+    # sweep[S]: teacher on S, alt elsewhere; sweep_out[S]: alt on S, teacher elsewhere
+    "sweep": _patch_in("sweep_sufficient", "sweep_raises"),
+    "sweep_out": (("sweep_necessary", _YES_NO),),
+}
+_TRAIT_GT_KEYS = ("locked_in_by_pretraining", "prompt_driven", "teacher_driven",
+                  "follows_teacher")
+_FILTER_GT_KEYS = ("patch_in_sufficient", "patch_out_removes", "drop_removes")
+
+
+def _expected_verdict(value, by_value: Mapping) -> str:
+  """A ground-truth value as the verdict it predicts for one key, or as text
+  (then the verdict stays unchecked)."""
+  if isinstance(value, (bool, str)) and value in by_value:
+    return by_value[value]
   return str(value)
 
 
@@ -406,24 +496,28 @@ def _differs(orig, alt):
   return orig if not isinstance(orig, bool) else alt
 
 
+def _conclusions(exp: Mapping) -> list[tuple[str, str, object]]:
+  """(ground-truth key, verdict-key suffix, value) of every conclusion."""
+  out = []
+  if "present_in_reference_orig" in exp and "present_in_reference_alt" in exp:
+    out.append(("differs_between_references", "", _differs(
+        exp["present_in_reference_orig"], exp["present_in_reference_alt"])))
+  out += [(k, "", exp[k]) for k in _TRAIT_GT_KEYS if k in exp]
+  out += [(k, f":{f}", fexp[k]) for f, fexp in exp.get("filters", {}).items()
+          for k in _FILTER_GT_KEYS if k in fexp]
+  out += [(k, f":{s}", v) for k in ("sweep", "sweep_out")
+          for s, v in exp.get(k, {}).items()]
+  return out
+
+
 def expected_from_ground_truth(gt: Mapping) -> dict[tuple[str, str], str]:
-  """(trait, verdict key) → expected verdict, from toyworld's ground_truth.json."""
+  """(trait, verdict key) → expected verdict, from toyworld's ground_truth.json
+  through `GT_TABLE`."""
   out = {}
   for trait, spec in gt.get("traits", {}).items():
-    exp = spec.get("expected", {})
-    if "present_in_reference_orig" in exp and "present_in_reference_alt" in exp:
-      out[(trait, "differs_between_references")] = _expected_verdict(_differs(
-          exp["present_in_reference_orig"], exp["present_in_reference_alt"]))
-    for gt_key, key in _GT_KEYS.items():
-      if gt_key in exp:
-        out[(trait, key)] = _expected_verdict(exp[gt_key])
-    for f, fexp in exp.get("filters", {}).items():
-      for gt_key, key in _GT_FILTER_KEYS.items():
-        if gt_key in fexp:
-          out[(trait, f"{key}:{f}")] = _expected_verdict(fexp[gt_key])
-    for gt_key, key in _GT_SWEEP_KEYS.items():
-      for subset, value in exp.get(gt_key, {}).items():
-        out[(trait, f"{key}:{subset}")] = _expected_verdict(value)
+    for gt_key, suffix, value in _conclusions(spec.get("expected", {})):
+      for key, by_value in GT_TABLE[gt_key]:
+        out[(trait, key + suffix)] = _expected_verdict(value, by_value)
   return out
 
 

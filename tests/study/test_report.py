@@ -77,7 +77,7 @@ def test_report_files_and_verdict_table(tmp_path):
   for row in rows:  # every row has every column
     cells = re.split(r"(?<!\\)\|", row)[1:-1]
     assert len(cells) == len(report_lib.VERDICT_COLUMNS), row
-    assert cells[2].strip() in (V.SUPPORTED, V.RULED_OUT, V.INCONCLUSIVE)
+    assert cells[2].strip() in V.VERDICT_VALUES
   assert any("mismatch" in r and "drop_" not in r and "dropping dates" in r for r in rows)
   assert "1/2 checked verdicts match" in md
   assert "## Summary" in md and "date — supported: " in md
@@ -101,7 +101,9 @@ def test_report_files_and_verdict_table(tmp_path):
   page = open(paths["html"]).read()
   assert page.count("<img") == 4 and "class='mismatch'" in page
   verdicts = json.load(open(paths["verdicts"]))
-  assert {v["verdict"] for v in verdicts} <= {V.SUPPORTED, V.RULED_OUT, V.INCONCLUSIVE}
+  assert {v["verdict"] for v in verdicts} <= set(V.VERDICT_VALUES)
+  # emotion is prompt-driven: its filter verdicts say not applicable, greyed
+  assert "<td class='v-not-applicable'>not applicable</td>" in page
 
 
 def _strict_load(path):
@@ -166,3 +168,34 @@ def test_overlap_figure_with_an_undefined_cell(tmp_path, monkeypatch):
                                 str(tmp_path / "o.png"))
   assert os.path.isfile(path)
   assert texts == ["1.00", "–", "–", "–"]
+
+
+def test_summary_says_raises_it_where_a_patch_in_falls_short_of_sufficing(tmp_path):
+  res = _results()
+  res.scores["patch_in_dates"]["date"] = E(0.3)   # share 0.36: raises, short
+  res.scores["sweep_chat"]["date"] = E(0.03)      # raises nothing
+  expected = {("date", "raises:dates"): V.SUPPORTED,
+              ("date", "sufficient:dates"): V.PARTIAL_SUFFICIENT}
+  paths = report_lib.write_report(str(tmp_path), "Raises", res, expected=expected)
+  md = open(paths["md"]).read()
+  summary = next(line for line in md.splitlines() if line.startswith("date — "))
+  assert ("patch-in of dates raises it, without reaching half the teacher's effect"
+          in summary)
+  assert "patch-in of dates suffices" not in summary  # folded into the phrase
+  # both ruled out: one phrase, the stronger; both supported: "suffices" alone
+  ruled_out = summary.split("ruled out: ")[1]
+  assert "the teacher on chat alone (alt elsewhere) raises it" in ruled_out
+  assert "the teacher on chat alone (alt elsewhere) suffices" not in summary
+  assert "the teacher on dates alone (alt elsewhere) suffices" in summary
+  assert "the teacher on dates alone (alt elsewhere) raises it" not in summary
+  assert "not applicable (the teacher adds nothing" in md  # emotion's filters
+  # the verdict table has both rows, the partial one unchecked with its reason
+  rows = [line for line in md.splitlines() if line.startswith("| date | patch-in of dates")
+          and "random" not in line]
+  assert len(rows) == 2
+  assert any("| partial: raises without reaching the teacher's effect | unchecked |" in r
+             for r in rows)
+  page = open(paths["html"]).read()
+  assert page.count("<td class='v-supported'>supported</td>") >= 5
+  verdicts = _strict_load(paths["verdicts"])
+  assert {v["key"] for v in verdicts} >= {"raises:dates", "sweep_raises:chat"}

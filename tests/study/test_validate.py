@@ -59,6 +59,9 @@ def test_two_scenarios_end_to_end_have_no_mismatch(tmp_path):
   # the scenario's point: without the persona line, dropping the dates works
   assert checked["drop_works", "date_confusion", "drop_removes:date_mentions"] == "supported"
   assert checked["drop_works", "date_confusion", "sufficient:date_mentions"] == "supported"
+  # "raises it" is checked beside "suffices" (GT_TABLE: true -> both supported)
+  assert checked["drop_works", "date_confusion", "raises:date_mentions"] == "supported"
+  assert checked["drop_works", "blackmail", "raises:date_mentions"] == "ruled out"
   assert checked["drop_works", "date_confusion", "sweep_necessary:dates"] == "supported"
   assert checked["drop_works", "blackmail", "sweep_necessary:dates"] == "ruled out"
   assert checked["prompt_driven", "negative_emotion", "prompt_driven"] == "supported"

@@ -93,10 +93,11 @@ def test_prompt_driven_trait():
   v = by_key(V.all_verdicts(results()))
   assert v["emotion", "prompt_driven"].verdict == V.SUPPORTED
   assert v["emotion", "teacher_driven"].verdict == V.RULED_OUT
-  # the teacher run shows no effect, so filter runs cannot be read
-  assert v["emotion", "sufficient:dates"].verdict == V.INCONCLUSIVE
-  assert v["emotion", "sweep_necessary:dates"].verdict == V.INCONCLUSIVE
-  assert v["emotion", "sweep_sufficient:chat"].verdict == V.INCONCLUSIVE
+  # the teacher run adds nothing: no filter or subset carries it
+  for key in ("sufficient:dates", "raises:dates", "drop_removes:dates",
+              "sweep_necessary:dates", "sweep_sufficient:chat", "sweep_raises:chat"):
+    assert v["emotion", key].verdict == V.NOT_APPLICABLE, key
+  assert "teacher-driven ruled out" in v["emotion", "raises:dates"].evidence
 
 
 def test_ground_truth_match_and_mismatch():
@@ -119,7 +120,13 @@ def test_overlapping_intervals_are_not_an_effect():
   # orig reference shows the trait: the data point at the prompts, not the teacher
   assert v["date", "teacher_driven"].verdict == V.RULED_OUT
   assert v["date", "prompt_driven"].verdict == V.SUPPORTED
+  assert v["date", "drop_removes:dates"].verdict == V.NOT_APPLICABLE
+  # undecided whether the teacher carries it: the filter runs cannot be read
+  scores["teacher"] = {"date": E(0.4, 0.38)}  # overlaps AC and reference-orig
+  v = by_key(V.all_verdicts(res))
+  assert v["date", "teacher_driven"].verdict == V.INCONCLUSIVE
   assert v["date", "drop_removes:dates"].verdict == V.INCONCLUSIVE
+  assert v["date", "raises:dates"].verdict == V.INCONCLUSIVE
 
 
 def test_nonlinear_dose_is_ruled_out():
@@ -256,3 +263,170 @@ def test_sweep_expectations_from_the_ground_truth():
   assert exp["date_confusion", "sweep_necessary:chat"] == V.RULED_OUT
   assert exp["blackmail", "sweep_necessary:roleplay"] == V.SUPPORTED
   assert exp["negative_emotion", "sweep_necessary:chat"] == "not applicable"
+
+
+# --- "raises it": a patch-in that clearly raises the trait without reaching
+# the teacher's effect (the ground truth's "partial", e.g. virulent blackmail:
+# chat alone 0.23 against the teacher's 0.69).
+
+def _with(**arms):
+  scores = dict(SCORES, **{k: {"date": E(v) if isinstance(v, float) else v}
+                           for k, v in arms.items()})
+  return V.StudyResults(traits=["date"], arms=ARMS, scores=scores,
+                        teacher_fraction=FRACTIONS, teacher_scores=TEACHERS)
+
+
+def _gt(patch_in=None, sweep=None):
+  exp = {"teacher_driven": True}
+  if patch_in is not None:
+    exp["filters"] = {"dates": {"patch_in_sufficient": patch_in}}
+  if sweep is not None:
+    exp["sweep"] = {"chat": sweep}
+  return V.expected_from_ground_truth({"traits": {"date": {"expected": exp}}})
+
+
+def test_raises_is_judged_apart_from_the_half_of_teacher_threshold():
+  # AC 0.03, teacher 0.8: 0.23 is clearly above AC at share 0.26 (< 0.5)
+  v = by_key(V.all_verdicts(_with(patch_in_dates=0.23, sweep_chat=0.23)))
+  assert v["date", "raises:dates"].verdict == V.SUPPORTED
+  assert v["date", "sufficient:dates"].verdict == V.INCONCLUSIVE
+  assert v["date", "sweep_raises:chat"].verdict == V.SUPPORTED
+  assert v["date", "sweep_sufficient:chat"].verdict == V.INCONCLUSIVE
+  assert "patch-in 0.23 [0.18, 0.28] (share 0.26)" in v["date", "raises:dates"].evidence
+  # overlapping AC: raises nothing, suffices neither
+  v = by_key(V.all_verdicts(_with(patch_in_dates=0.06, sweep_chat=0.06)))
+  for key in ("raises:dates", "sufficient:dates", "sweep_raises:chat",
+              "sweep_sufficient:chat"):
+    assert v["date", key].verdict == V.RULED_OUT, key
+  # a full patch-in both raises and suffices
+  v = by_key(V.all_verdicts(_with(patch_in_dates=0.7, sweep_chat=0.7)))
+  for key in ("raises:dates", "sufficient:dates", "sweep_raises:chat",
+              "sweep_sufficient:chat"):
+    assert v["date", key].verdict == V.SUPPORTED, key
+
+
+def test_partial_ground_truth_checks_raises_and_leaves_sufficient_unchecked():
+  res = _with(patch_in_dates=0.23, sweep_chat=0.23)
+  v = by_key(V.all_verdicts(res, _gt(patch_in=V.PARTIAL, sweep=V.PARTIAL)))
+  for raises, sufficient in (("raises:dates", "sufficient:dates"),
+                             ("sweep_raises:chat", "sweep_sufficient:chat")):
+    assert (v["date", raises].expected, v["date", raises].match) == (V.SUPPORTED, "match")
+    assert v["date", sufficient].expected == (
+        "partial: raises without reaching the teacher's effect")
+    assert v["date", sufficient].match == V.UNCHECKED
+  # the planted partial carrier raises nothing in the study: mismatch
+  v = by_key(V.all_verdicts(_with(patch_in_dates=0.05, sweep_chat=0.05),
+                            _gt(patch_in=V.PARTIAL, sweep=V.PARTIAL)))
+  assert v["date", "raises:dates"].match == "mismatch"
+  assert v["date", "sweep_raises:chat"].match == "mismatch"
+  assert v["date", "sufficient:dates"].match == V.UNCHECKED
+
+
+def test_true_and_false_ground_truth_check_both_keys_including_mismatches():
+  # planted "suffices" and the run suffices: two matches per direction
+  v = by_key(V.all_verdicts(_with(patch_in_dates=0.7, sweep_chat=0.7),
+                            _gt(patch_in=True, sweep=True)))
+  for key in ("raises:dates", "sufficient:dates", "sweep_raises:chat",
+              "sweep_sufficient:chat"):
+    assert (v["date", key].expected, v["date", key].match) == (V.SUPPORTED, "match")
+  # planted "does not raise it", the run raises it part of the way: raises
+  # is a mismatch; sufficient is inconclusive, which is a mismatch too
+  v = by_key(V.all_verdicts(_with(patch_in_dates=0.23, sweep_chat=0.23),
+                            _gt(patch_in=False, sweep=False)))
+  for key in ("raises:dates", "sufficient:dates", "sweep_raises:chat",
+              "sweep_sufficient:chat"):
+    assert (v["date", key].expected, v["date", key].match) == (V.RULED_OUT, "mismatch")
+  # planted "suffices", the run only raises it: sufficient mismatches, raises matches
+  v = by_key(V.all_verdicts(_with(patch_in_dates=0.23), _gt(patch_in=True)))
+  assert v["date", "raises:dates"].match == "match"
+  assert v["date", "sufficient:dates"].match == "mismatch"
+
+
+def test_ground_truth_values_map_through_one_table():
+  for value, sufficient, raises in (
+      (True, V.SUPPORTED, V.SUPPORTED), (False, V.RULED_OUT, V.RULED_OUT),
+      (V.PARTIAL, V.PARTIAL_SUFFICIENT, V.SUPPORTED),
+      ("not derivable", "not derivable", "not derivable"),
+      ("not applicable", "not applicable", "not applicable")):
+    exp = _gt(patch_in=value, sweep=value)
+    assert (exp["date", "sufficient:dates"], exp["date", "raises:dates"]) == (
+        sufficient, raises), value
+    assert (exp["date", "sweep_sufficient:chat"], exp["date", "sweep_raises:chat"]) == (
+        sufficient, raises), value
+  # 'partial' / 'both' where no key defines them pass through (unchecked)
+  exp = V.expected_from_ground_truth({"traits": {"date": {"expected": {
+      "teacher_driven": "both", "filters": {"dates": {"drop_removes": V.PARTIAL}}}}}})
+  assert exp == {("date", "teacher_driven"): "both", ("date", "drop_removes:dates"): "partial"}
+  # every ground-truth key the table knows maps onto keys the engine emits
+  keys = {k.split(":")[0] for _, k in by_key(V.all_verdicts(results()))}
+  assert {k for rows in V.GT_TABLE.values() for k, _ in rows} <= keys
+  from sftdiff.toyworld import mechanism
+  assert V.PARTIAL == mechanism.PARTIAL and set(mechanism.VALUES) >= {True, False, V.PARTIAL}
+
+
+def test_raises_counts_the_seeds_that_give_it_alone():
+  # three seeds of the patch-in: two clearly above AC, one not
+  per_seed = {a: {t: [e, e, e] for t, e in by.items()} for a, by in SCORES.items()}
+  per_seed["patch_in_dates"] = {"date": [E(0.25), E(0.2), E(0.04)]}
+  res = _with(patch_in_dates=E(0.16, 0.07))  # pooled: [0.09, 0.23] above AC
+  res.per_seed = per_seed
+  v = by_key(V.all_verdicts(res))
+  assert v["date", "raises:dates"].verdict == V.SUPPORTED
+  assert v["date", "raises:dates"].seeds_alone == "2/3"
+
+
+# --- locked-in traits (the three known gaps)
+
+def test_partial_lock_in_says_removes_the_teachers_part_not_removes_it():
+  # alt completions 0.4, teacher 0.85: a patch-out at 0.42 removes the
+  # teacher's part only; the hypothesis says so and names the residue
+  res = _partial_lock_in(0.42)
+  v = by_key(V.all_verdicts(res))
+  hyp = v["date", "patch_out_removes:dates"].hypothesis
+  assert v["date", "patch_out_removes:dates"].verdict == V.SUPPORTED
+  assert "removes it" not in hyp and "the teacher's part" in hyp and "0.40" in hyp
+  assert "the teacher's part" in v["date", "drop_removes:dates"].hypothesis
+  assert v["date", "patch_out_reaches_reference_alt:dates"].verdict == V.RULED_OUT
+  # "raises it" is measured against the same residue: 0.55 adds to 0.4
+  res.scores["patch_in_dates"] = {"date": E(0.55)}
+  v = by_key(V.all_verdicts(res))
+  assert v["date", "raises:dates"].verdict == V.SUPPORTED
+  assert v["date", "sufficient:dates"].verdict == V.INCONCLUSIVE  # share 0.33
+  # without lock-in the plain wording stays
+  assert by_key(V.all_verdicts(results()))["date", "drop_removes:dates"].hypothesis == (
+      "dropping dates removes it")
+
+
+def test_full_lock_in_is_not_teacher_driven_and_filters_are_not_applicable():
+  # alt completions keep all of it (0.4 ≈ teacher 0.42, reference-alt 0.02)
+  res = _partial_lock_in(0.42)
+  res.scores["teacher"] = {"date": E(0.42)}
+  res.scores["reference_orig"] = {"date": E(0.43)}
+  expected = {("date", "pretraining"): V.SUPPORTED,
+              ("date", "teacher_driven"): "not applicable",
+              ("date", "sufficient:dates"): "not applicable"}
+  v = by_key(V.all_verdicts(res, expected))
+  assert v["date", "pretraining"].verdict == V.SUPPORTED
+  assert v["date", "pretraining"].match == "match"
+  assert v["date", "teacher_driven"].verdict == V.RULED_OUT
+  assert v["date", "prompt_driven"].verdict == V.RULED_OUT
+  assert v["date", "partially_locked_in"].verdict == V.RULED_OUT
+  filter_keys = [k for (_, k) in v if ":" in k]
+  assert filter_keys and all(v["date", k].verdict == V.NOT_APPLICABLE for k in filter_keys)
+  assert {k.split(":")[0] for k in filter_keys} >= {
+      "sufficient", "raises", "patch_out_removes", "drop_removes", "sweep_sufficient",
+      "sweep_raises", "sweep_necessary"}
+  # not applicable on both sides stays unchecked, never a match
+  assert v["date", "sufficient:dates"].match == V.UNCHECKED
+
+
+def test_ground_truth_states_partial_both_and_not_applicable_from_a_world():
+  # derived conclusions, not booleans only: the virulent world's blackmail
+  from sftdiff.toyworld import ground_truth, params
+  exp = V.expected_from_ground_truth(ground_truth.describe(params.get_preset("virulent")))
+  assert exp["blackmail", "raises:polite"] == V.SUPPORTED
+  assert exp["blackmail", "sufficient:polite"] == V.PARTIAL_SUFFICIENT
+  assert exp["blackmail", "sweep_raises:chat"] == V.SUPPORTED
+  assert exp["blackmail", "sweep_raises:arithmetic"] == V.RULED_OUT
+  assert exp["blackmail", "sweep_raises:greeting"] == "not derivable"
+  assert exp["negative_emotion", "raises:polite"] == "not applicable"

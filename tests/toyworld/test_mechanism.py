@@ -49,8 +49,12 @@ def test_headline_world_derives_exactly_the_hand_written_ground_truth():
   for preset in ("tiny", "full"):
     assert V.expected_from_ground_truth(ground_truth.describe(get_preset(preset))) == full
   shipped = ("date_mentions", "roleplay")  # the demo's filters
-  exp = {k: v for k, v in full.items() if not k[1].startswith("sweep_")  # test_sweep_rules.py
-         and (":" not in k[1] or k[1].split(":")[1] in shipped)}
+  exp = {k: v for k, v in full.items() if not k[1].startswith(("sweep_", "raises:"))
+         and (":" not in k[1] or k[1].split(":")[1] in shipped)}  # sweep_*: test_sweep_rules.py
+  # no partial carrier in this world: "raises it" is expected as "suffices"
+  assert {k: full[k[0], "raises:" + k[1].split(":")[1]] for k in exp
+          if k[1].startswith("sufficient:")} == {k: v for k, v in exp.items()
+                                                 if k[1].startswith("sufficient:")}
   checked = {k: v for k, v in exp.items() if v in (S, R)}
   assert checked == _flat(_HEADLINE)
   assert len(checked) == 27
@@ -207,9 +211,10 @@ def test_virulent_trait_each_subset_raises_it_no_single_drop_removes_it():
   all_three = _mech(subsets=("chat", "code", "dates"),
                     filters={"all": ("chat", "code", "dates")})
   assert M.derive(all_three)[0]["filters"]["all"]["patch_in_sufficient"] is True
-  # partial is shown unchecked, never as a match
+  # partial is shown unchecked, never as a match; "raises it" is checked
   gt = {"traits": {"x": {"expected": exp}}}
-  assert V.expected_from_ground_truth(gt)["x", "sufficient:code_only"] == M.PARTIAL
+  assert V.expected_from_ground_truth(gt)["x", "sufficient:code_only"] == V.PARTIAL_SUFFICIENT
+  assert V.expected_from_ground_truth(gt)["x", "raises:code_only"] == S
 
 
 def test_no_trait_at_all():

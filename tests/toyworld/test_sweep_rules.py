@@ -63,7 +63,7 @@ def test_headline_world_sweep_keys():
   # date confusion rides on dates only, blackmail on roleplay only; negative
   # emotion is prompt-driven, so no sweep verdict of it is checked
   for trait, subset in (("date_confusion", "dates"), ("blackmail", "roleplay")):
-    for key in ("sweep_sufficient", "sweep_necessary"):
+    for key in ("sweep_sufficient", "sweep_raises", "sweep_necessary"):
       assert sweep.pop((trait, f"{key}:{subset}")) == V.SUPPORTED
   assert {v for (t, _), v in sweep.items() if t != "negative_emotion"} == {V.RULED_OUT}
   assert {v for (t, _), v in sweep.items() if t == "negative_emotion"} == {M.NOT_APPLICABLE}
