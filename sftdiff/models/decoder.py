@@ -240,18 +240,20 @@ class Attention(nn.Module):
     else:
       q_BxLxKxGxD = q.reshape(b, l, kvh, n // kvh, d)
       if kv_state is None:
-        # Training too goes through the batched matmuls in the cache's layouts:
-        # with the einsums XLA:CPU wrote each layer's softmax twice (plain and
-        # transposed for the backward); the toy step is ~15% faster this way.
-        keys, values = keys.transpose(0, 2, 3, 1), values.transpose(0, 2, 1, 3)
-      logits = _cache_scores(q_BxLxKxGxD, keys.astype(q.dtype))
+        logits = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxGxD, keys.astype(q.dtype),
+                            preferred_element_type=jnp.float32)
+      else:
+        logits = _cache_scores(q_BxLxKxGxD, keys.astype(q.dtype))
       logits = logits * cfg.attention_scale
       if cfg.attn_logit_softcapping:
         cap = cfg.attn_logit_softcapping
         logits = jnp.tanh(logits / cap) * cap
       logits = jnp.where(mask_BxLxS[:, None, None], logits, _NEG_INF)
       probs = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)
-      out = _cache_weighted_values(probs, values.astype(cfg.dtype))
+      if kv_state is None:
+        out = jnp.einsum("bkgls,bskd->blkgd", probs, values.astype(cfg.dtype))
+      else:
+        out = _cache_weighted_values(probs, values.astype(cfg.dtype))
       out_BxLxNxD = out.reshape(b, l, n, d)
     out_BxLxNxD = _constrain(out_BxLxNxD, ("batch", "length", "heads", "kv"))
     o = _dense(cfg.hidden_size, ("heads", "kv", "embed"), "o_proj", cfg, in_axes=(-2, -1),
