@@ -278,16 +278,29 @@ def _filter_runs(res, f):
   return runs
 
 
+def _upper_share(x, AC, T) -> float:
+  """The share of the teacher's effect at x's upper interval bound: what x
+  may still be, so a "ruled out" cannot rest on a wide interval."""
+  span = T.value - AC.value
+  return (x.hi - AC.value) / span if span else float("nan")
+
+
 def _suffices(x, AC, T):
   if x.above(AC) and _share(x, AC, T) >= SUFFICIENT_SHARE:
     return SUPPORTED
-  return RULED_OUT if not x.above(AC) else INCONCLUSIVE
+  if not x.above(AC) and _upper_share(x, AC, T) < SUFFICIENT_SHARE:
+    return RULED_OUT
+  return INCONCLUSIVE
 
 
 def _raises(x, AC, T):
   """Clearly above AC, however far below the teacher's effect (a partial
-  carrier: virulent's chat alone 0.23 against the teacher's 0.69)."""
-  return SUPPORTED if x.above(AC) else RULED_OUT
+  carrier: virulent's chat alone 0.23 against the teacher's 0.69). Ruled
+  out only when even x's upper bound stays within REMOVED_SHARE of AC
+  (seeds that disagree, 0.29 [0.00, 0.60], are inconclusive, not absent)."""
+  if x.above(AC):
+    return SUPPORTED
+  return RULED_OUT if _upper_share(x, AC, T) <= REMOVED_SHARE else INCONCLUSIVE
 
 
 def _removes(x, AC, T):

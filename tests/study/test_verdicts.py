@@ -305,6 +305,24 @@ def test_raises_is_judged_apart_from_the_half_of_teacher_threshold():
     assert v["date", key].verdict == V.SUPPORTED, key
 
 
+def test_a_wide_interval_below_clear_is_inconclusive_not_ruled_out():
+  # seeds disagree: 0.29 [0.00, 0.60] is not clearly above AC 0.03, but its
+  # upper bound is 0.74 of the teacher's effect: nothing is ruled out
+  wide = Estimate(0.29, 0.0, 0.60, n=100)
+  v = by_key(V.all_verdicts(_with(patch_in_dates=wide, sweep_chat=wide)))
+  for key in ("raises:dates", "sufficient:dates", "sweep_raises:chat",
+              "sweep_sufficient:chat"):
+    assert v["date", key].verdict == V.INCONCLUSIVE, key
+  # upper bound 0.30 of the effect: cannot suffice (< 0.5), may still raise it
+  mid = Estimate(0.10, 0.0, 0.26, n=100)
+  v = by_key(V.all_verdicts(_with(patch_in_dates=mid)))
+  assert v["date", "sufficient:dates"].verdict == V.RULED_OUT
+  assert v["date", "raises:dates"].verdict == V.INCONCLUSIVE
+  # planted partial, observed inconclusive: still a mismatch, never a match
+  v = by_key(V.all_verdicts(_with(patch_in_dates=wide), _gt(patch_in=V.PARTIAL)))
+  assert v["date", "raises:dates"].match == "mismatch"
+
+
 def test_partial_ground_truth_checks_raises_and_leaves_sufficient_unchecked():
   res = _with(patch_in_dates=0.23, sweep_chat=0.23)
   v = by_key(V.all_verdicts(res, _gt(patch_in=V.PARTIAL, sweep=V.PARTIAL)))
