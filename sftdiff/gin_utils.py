@@ -285,10 +285,11 @@ def describe_gin_error(e: BaseException, *, binding: str | None = None) -> str:
   return f"{where}: " + " ".join(msg.split("\n")[:2])
 
 
-def parse_from_flags(*, finalize: bool = True,
-                     known_macros: Iterable[str] = ()) -> None:
-  parse(_GIN_FILES.value, _GIN_BINDINGS.value, _GIN_SEARCH_PATHS.value,
-        finalize=finalize, known_macros=known_macros)
+def parse_from_flags(*, finalize: bool = True, known_macros: Iterable[str] = (),
+                     extra_bindings: Iterable[str] = ()) -> None:
+  """The --gin_file/--gin_bindings/--gin.X flags, plus `extra_bindings` last."""
+  parse(_GIN_FILES.value, [*_GIN_BINDINGS.value, *extra_bindings],
+        _GIN_SEARCH_PATHS.value, finalize=finalize, known_macros=known_macros)
 
 
 def query_macro(name: str):

@@ -48,8 +48,7 @@ log = logging.getLogger("sftdiff.eval")
 
 def _evaluate(extra_bindings=()) -> None:
   """One evaluation: gin as the flags (+ `extra_bindings`) give it, then run_eval."""
-  gin_utils.parse(flags.FLAGS.gin_file, [*flags.FLAGS.gin_bindings, *extra_bindings],
-                  flags.FLAGS.gin_search_paths)
+  gin_utils.parse_from_flags(extra_bindings=extra_bindings)
   gin_utils.require_macros(gin_utils.REQUIRED_MACROS["sftdiff.eval"])
   absl_logging.set_verbosity(absl_logging.INFO)
   if _REJUDGE.value:

@@ -7,9 +7,12 @@ completions: AC = orig base × alt prompts × alt completions (share 0) and
 T = orig base × alt prompts × orig-family teacher (share 1);
 share(x) = (x − AC) / (T − AC). Thresholds (docs/study.md):
 
-  * sufficient (patch-in): clearly above AC and share ≥ SUFFICIENT_SHARE.
+  * sufficient (patch-in): clearly above AC and share ≥ SUFFICIENT_SHARE;
+    "ruled out" when not clearly above AC and its upper bound's share is
+    below SUFFICIENT_SHARE.
   * raises it (patch-in, teacher-on-subset sweep): clearly above AC,
-    whatever the share; "ruled out" when not clearly above AC.
+    whatever the share; "ruled out" when not clearly above AC and its upper
+    bound's share is ≤ REMOVED_SHARE (a wide interval is inconclusive).
   * removes the trait (patch-out, drop): not clearly above AC, or share ≤
     REMOVED_SHARE; "ruled out" (trait clearly left in place) when clearly
     above AC and share > REMOVED_SHARE.
