@@ -6,6 +6,7 @@ import jax
 import pytest
 
 from sftdiff.data.tokenizer import ChatTokenizer
+from sftdiff.eval import sampler as sampler_mod
 from sftdiff.eval.sampler import Sampler, SamplerConfig, bucket, truncate_at_stop_strings
 from sftdiff.eval.types import Request, SamplingParams
 from sftdiff.models.hf_io import load_hf_checkpoint
@@ -133,22 +134,38 @@ def test_stop_ids_stop_early_and_stop_strings_truncate(llama):
   assert truncate_at_stop_strings("abcSTOPdef", ["def", "STOP"]) == ("abc", True)
 
 
+def _bucket_keys(sampler, texts, max_new_tokens):
+  """The (batch, prompt, gen) buckets `generate` compiles for these prompts."""
+  cfg = sampler.config
+  lens = sorted(len(sampler.encode(r)) for r in _requests(texts))
+  step = cfg.max_batch_size
+  return {(bucket(len(lens[i:i + step]), 1),
+           bucket(max(lens[i:i + step]), cfg.min_prompt_bucket, cfg.prompt_buckets_per_octave),
+           bucket(max_new_tokens, cfg.min_gen_bucket))
+          for i in range(0, len(lens), step)}
+
+
 def test_bucketing_bounds_compiles(llama):
-  model = llama
-  _, cfg, params, tok = model
+  _, cfg, params, tok = llama
+  # A fresh jit (it is otherwise shared per model config across tests), so the
+  # counts below do not depend on which tests ran before in this process.
+  sampler_mod._compiled_generate.cache_clear()
   sampler = Sampler(cfg, params, tok, sampler_config=SamplerConfig(max_batch_size=4))
   texts = [("word " * k).strip() for k in range(1, 12)]
   sampler.generate(_requests(texts), SamplingParams(max_new_tokens=5, temperature=0.7))
-  # 11 prompts of 1..11 words in batches of 4: prompt buckets {16, 32} x batch
-  # buckets {4} (the jit is shared per model config, so earlier tests may
-  # already have compiled some of these).
-  first = sampler.num_compiles
-  assert first <= 3
+  first_keys = _bucket_keys(sampler, texts, 5)
+  # 11 prompts in batches of 4: one compile per distinct bucket, not per batch.
+  assert sampler.num_compiles == len(first_keys) < 3
   # Other prompts, lengths and sampling settings within the same buckets:
   # no new compilation.
-  sampler.generate(_requests([t + " more" for t in texts]),
+  others = [t.replace("word", "more") for t in reversed(texts)]
+  assert _bucket_keys(sampler, others, 9) <= first_keys
+  sampler.generate(_requests(others),
                    SamplingParams(max_new_tokens=9, temperature=0.0, top_p=0.5, top_k=3))
-  assert sampler.num_compiles == first
+  assert sampler.num_compiles == len(first_keys)
+  # A prompt past the largest bucket so far compiles exactly one more.
+  sampler.generate(_requests(["word " * 40]), SamplingParams(max_new_tokens=5))
+  assert sampler.num_compiles == len(first_keys) + 1
   assert bucket(17, 16, 1) == 32 and bucket(3, 16, 1) == 16 and bucket(64, 16, 1) == 64
 
 
