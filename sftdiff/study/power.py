@@ -29,7 +29,11 @@ per-seed estimates (each a value and its 95% sampling interval): per arm,
 σ²_sample = mean over seeds of n · w (w = ((hi − lo) / 3.92)², the seed's
 own sampling variance) and σ²_seed = s²_between − mean w (method of moments:
 the seed values' spread already contains their sampling noise), pooled over
-arms with weights S − 1 and floored at 0 after pooling.
+arms with weights S − 1 and floored at 0 after pooling. Pooling assumes the
+arms' seed variance is alike; a baseline far from them (alt completions at
+0.00, whose seeds barely vary) is estimated apart (the planner's
+`--baseline`), else the comparison is charged the carriers' seed variance
+twice and the power is understated.
 """
 
 from __future__ import annotations
@@ -101,19 +105,21 @@ def power(effect: float, seeds: int, samples: int, a: Components,
   return float(sps.norm.cdf(mean / math.sqrt(var)))
 
 
-def samples_needed(effect: float, seeds: int, target: float, c: Components, *,
-                   alpha: float = 0.05, max_samples: int = 1 << 20) -> int | None:
-  """The fewest samples per seed giving `target` power at `seeds` seeds, or
-  None when even `max_samples` do not (the seed variance alone is too big:
-  more seeds are needed, not more samples)."""
-  if power(effect, seeds, max_samples, c, alpha=alpha) < target:
+def samples_needed(effect: float, seeds: int, target: float, c: Components,
+                   b: Components | None = None, *, alpha: float = 0.05,
+                   max_samples: int = 1 << 20) -> int | None:
+  """The fewest samples per seed giving `target` power at `seeds` seeds (arm
+  `c` against arm `b`, default `c`'s own components), or None when even
+  `max_samples` do not (the seed variance alone is too big: more seeds are
+  needed, not more samples)."""
+  if power(effect, seeds, max_samples, c, b, alpha=alpha) < target:
     return None
   lo, hi = 1, max_samples  # power grows with N: bisect
-  if power(effect, seeds, lo, c, alpha=alpha) >= target:
+  if power(effect, seeds, lo, c, b, alpha=alpha) >= target:
     return lo
   while hi - lo > 1:
     mid = (lo + hi) // 2
-    if power(effect, seeds, mid, c, alpha=alpha) >= target:
+    if power(effect, seeds, mid, c, b, alpha=alpha) >= target:
       hi = mid
     else:
       lo = mid

@@ -2,14 +2,17 @@ r"""`python -m sftdiff.study plan`: seeds × samples from a pilot study.
 
     python -m sftdiff.study plan --pilot=STUDY_DIR [--effect=0.05,0.1,0.2]
         [--alpha=0.05] [--power=0.8] [--seeds=2,3,5,8] [--samples=64,128,...]
-        [--traits=a,b] [--arms=a,b] [--out=PATH]
+        [--traits=a,b] [--arms=a,b] [--baseline=ARM] [--out=PATH]
 
 Reads the pilot's `study_config.gin` (written by `python -m sftdiff.study`)
 for its arms, seeds, steps and traits, then every run's final-step eval
 metrics (`collect.run_scores`), estimates each trait's seed and sample
 variance (`power.pilot_components`) and prints, per trait, the power of the
 verdict engine's "clearly above" at each effect × seeds × samples per seed,
-and per effect and seed count the fewest samples reaching `--power`.
+and per effect and seed count the fewest samples reaching `--power`. With
+`--baseline=ARM` the arm compared against (e.g. `alt_completions`, what the
+`raises:` verdicts compare with) gets its own seed and sample variance,
+estimated from that arm alone; otherwise both sides get the pooled one.
 Writes the same as strict JSON (default `<pilot>/report/power.json`).
 Exit 2 on bad input (a missing file, one seed, a metric the files lack),
 naming the file.
@@ -50,9 +53,11 @@ def _numbers(text: str, kind, flag: str) -> list:
   return out
 
 
-def read_pilot(pilot: str, traits: Sequence[str] = (), arms: Sequence[str] = ()
+def read_pilot(pilot: str, traits: Sequence[str] = (), arms: Sequence[str] = (),
+               baseline: str = ""
                ) -> tuple[dict[str, dict[str, list[power_lib.SeedEstimate]]], dict]:
-  """trait → arm → per-seed estimates, and the pilot's study settings."""
+  """trait → arm → per-seed estimates (`arms`, default all, and `baseline`),
+  and the pilot's study settings."""
   from sftdiff import gin_utils
   from sftdiff.study import load_study
   from sftdiff.study.expansion import StudyConfigError
@@ -75,7 +80,9 @@ def read_pilot(pilot: str, traits: Sequence[str] = (), arms: Sequence[str] = ()
   refs = {t: r for t, r in study.traits.items() if not traits or t in traits}
   if not refs:
     raise PilotError(f"{config}: StudyConfig.traits is empty: nothing to plan for")
-  defs = [d for d in arm_defs(study) if not arms or d.name in arms]
+  if baseline and baseline not in {d.name for d in arm_defs(study)}:
+    raise PilotError(f"--baseline={baseline!r}: not an arm of {config}")
+  defs = [d for d in arm_defs(study) if not arms or d.name in (*arms, baseline)]
   missing_arms = sorted(set(arms) - {d.name for d in defs})
   if missing_arms:
     raise PilotError(f"--arms: {missing_arms} are not arms of {config}")
@@ -107,28 +114,38 @@ def read_pilot(pilot: str, traits: Sequence[str] = (), arms: Sequence[str] = ()
   return out, settings
 
 
-def plan(per_trait, *, effects, seeds, samples, alpha, target) -> dict:
+def plan(per_trait, *, effects, seeds, samples, alpha, target, baseline: str = "",
+         pooled_arms: Sequence[str] = ()) -> dict:
+  """`baseline`: the arm compared against, estimated apart from the pooled
+  `pooled_arms` (default: every arm but the baseline)."""
   out = {}
   for trait, arms in per_trait.items():
+    pooled = set(pooled_arms) or set(arms) - {baseline}
+    pool = {a: e for a, e in arms.items() if a in pooled}
     try:
-      comps, used = power_lib.pilot_components(arms)
+      comps, used = power_lib.pilot_components(pool)
+      base, base_used = (power_lib.pilot_components({baseline: arms[baseline]})
+                         if baseline else (None, {}))
     except ValueError as e:
       raise PilotError(f"trait {trait!r}: {e}") from None
     n_pilot = max(1, round(sum(u["n_per_seed"] for u in used.values()) / len(used)))
     grid_n = samples or sorted({max(1, round(m * n_pilot)) for m in SAMPLE_MULTIPLES})
     grid = [{"effect": d, "seeds": s, "samples_per_seed": n,
-             "power": power_lib.power(d, s, n, comps, alpha=alpha)}
+             "power": power_lib.power(d, s, n, comps, base, alpha=alpha)}
             for d in effects for s in seeds for n in grid_n]
     needs = []
     for d in effects:
       for s in seeds:
-        n = power_lib.samples_needed(d, s, target, comps, alpha=alpha)
+        n = power_lib.samples_needed(d, s, target, comps, base, alpha=alpha)
         needs.append({"effect": d, "seeds": s, "samples_per_seed": n,
                       "why": "" if n is not None else (
                           f"seed variance alone: power < {target:g} at {s} seeds "
                           "with any number of samples")})
     out[trait] = {"seed_var": comps.seed_var, "sample_var": comps.sample_var,
                   "pilot_samples_per_seed": n_pilot, "arms": used,
+                  "baseline": ({"arm": baseline, "seed_var": base.seed_var,
+                                "sample_var": base.sample_var, **base_used[baseline]}
+                               if baseline else None),
                   "grid": grid, "needs": needs}
   return out
 
@@ -143,6 +160,10 @@ def to_markdown(result: dict) -> str:
               f"σ²_seed = {r['seed_var']:.3g}, σ²_sample = {r['sample_var']:.3g} "
               f"(from {len(r['arms'])} arms, {r['pilot_samples_per_seed']} samples "
               "per seed in the pilot).", "",
+              (f"Against the baseline {r['baseline']['arm']}: σ²_seed = "
+               f"{r['baseline']['seed_var']:.3g}, σ²_sample = "
+               f"{r['baseline']['sample_var']:.3g} (its own seeds)." if r["baseline"]
+               else "Against an arm with the same variance (no --baseline)."), "",
               "| effect | seeds | samples per seed | power |", "|---|---|---|---|"]
     lines += [f"| {g['effect']:g} | {g['seeds']} | {g['samples_per_seed']} | "
               f"{g['power']:.2f} |" for g in r["grid"]]
@@ -170,6 +191,8 @@ def main(argv: Sequence[str]) -> int:
   p.add_argument("--traits", default="", help="default: every trait of the pilot")
   p.add_argument("--arms", default="",
                  help="arms the variance is estimated from (default: all with >= 2 seeds)")
+  p.add_argument("--baseline", default="",
+                 help="the arm compared against, with its own variance (e.g. alt_completions)")
   p.add_argument("--out", default="", help="JSON path (default <pilot>/report/power.json)")
   args = p.parse_args(argv)
   try:
@@ -183,12 +206,14 @@ def main(argv: Sequence[str]) -> int:
     if not 0 < args.alpha < 1 or not 0 < args.power < 1:
       raise PilotError(f"--alpha={args.alpha}, --power={args.power}: both in (0, 1)")
     pilot = os.path.abspath(args.pilot)
-    per_trait, settings = read_pilot(
-        pilot, [t for t in args.traits.split(",") if t], [a for a in args.arms.split(",") if a])
+    arms = [a for a in args.arms.split(",") if a]
+    per_trait, settings = read_pilot(pilot, [t for t in args.traits.split(",") if t],
+                                     arms, args.baseline)
     result = {"pilot": pilot, "rule": power_lib.RULE, "alpha": args.alpha,
               "target_power": args.power, "study": settings,
               "traits": plan(per_trait, effects=effects, seeds=seeds, samples=samples,
-                             alpha=args.alpha, target=args.power)}
+                             alpha=args.alpha, target=args.power,
+                             baseline=args.baseline, pooled_arms=arms)}
   except PilotError as e:
     print(f"plan: {e}", file=sys.stderr)
     return 2

@@ -186,3 +186,25 @@ def test_plan_bad_pilot_exits_2_naming_the_file(tmp_path, capsys, case, message)
   assert power_planner.main(argv) == 2
   import re
   assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_quiet_baseline_gets_its_own_variance(tmp_path, capsys):
+  """Against a baseline whose seeds barely vary (alt completions at 0.00) the
+  comparison is not charged the carriers' seed variance twice."""
+  carrier = P.Components(seed_var=0.016, sample_var=0.17)
+  quiet = P.Components(seed_var=0.0, sample_var=0.007)
+  assert P.power(0.26, 6, 128, carrier, quiet) > P.power(0.26, 6, 128, carrier) + 0.1
+  assert (P.samples_needed(0.26, 6, 0.8, carrier, quiet)
+          < (P.samples_needed(0.26, 6, 0.8, carrier) or float("inf")))
+  pilot = tmp_path / "pilot"
+  _write_pilot(pilot)
+  out = tmp_path / "power.json"
+  argv = [f"--pilot={pilot}", "--effect=0.2", "--seeds=3", "--traits=blackmail",
+          "--arms=teacher,reference_orig", f"--out={out}"]
+  assert power_planner.main(argv + ["--baseline=alt_completions"]) == 0
+  assert "Against the baseline alt_completions" in capsys.readouterr().out
+  r = strict_json.load(str(out))["traits"]["blackmail"]
+  assert r["baseline"]["arm"] == "alt_completions" and r["baseline"]["seeds"] == 3
+  assert set(r["arms"]) == {"teacher", "reference_orig"}  # the baseline is not pooled
+  assert power_planner.main(argv + ["--baseline=nope"]) == 2
+  assert "--baseline='nope': not an arm of" in capsys.readouterr().err
