@@ -242,28 +242,40 @@ class Sampler:
   def generate(self, requests: Sequence[Request],
                params: SamplingParams) -> list[list[Completion]]:
     """`n` completions per request (Request.n), in request order."""
-    rows = []  # (request index, sample index, prompt ids, row key)
-    for ri, req in enumerate(requests):
-      ids = self.encode(req)
-      for si in range(req.n):
-        rows.append((ri, si, ids, int(req.seed) & 0xFFFFFFFF))
     results: list[list[Completion | None]] = [[None] * r.n for r in requests]
-    # Long prompts together keeps padding (and prompt buckets) small.
-    rows.sort(key=lambda r: (len(r[2]), r[0], r[1]))
-    step = self.config.max_batch_size
-    for start in range(0, len(rows), step):
-      chunk = rows[start:start + step]
+    for chunk in self._chunks(requests):
       for (ri, si, _, _), comp in zip(chunk, self._generate_rows(chunk, params)):
         results[ri][si] = comp
     return results  # type: ignore[return-value]
 
-  def _generate_rows(self, chunk, params: SamplingParams) -> list[Completion]:
+  def bucket_shapes(self, requests: Sequence[Request],
+                    params: SamplingParams) -> set[tuple[int, int, int]]:
+    """The (batch, prompt, gen) buckets `generate(requests, params)` runs in:
+    one compilation each, shared by every Sampler of this model config."""
+    return {self._bucket_shape(chunk, params) for chunk in self._chunks(requests)}
+
+  def _chunks(self, requests: Sequence[Request]) -> list[list[tuple]]:
+    """Rows (request index, sample index, prompt ids, row key) in batches of
+    max_batch_size; long prompts together keep padding (and buckets) small."""
+    rows = []
+    for ri, req in enumerate(requests):
+      ids = self.encode(req)
+      rows += [(ri, si, ids, int(req.seed) & 0xFFFFFFFF) for si in range(req.n)]
+    rows.sort(key=lambda r: (len(r[2]), r[0], r[1]))
+    step = self.config.max_batch_size
+    return [rows[start:start + step] for start in range(0, len(rows), step)]
+
+  def _bucket_shape(self, chunk, params: SamplingParams) -> tuple[int, int, int]:
     cfg = self.config
     batch = bucket(len(chunk), 1)
     batch = -(-batch // self._batch_multiple) * self._batch_multiple
     plen = bucket(max(len(r[2]) for r in chunk), cfg.min_prompt_bucket,
                   cfg.prompt_buckets_per_octave)
-    gen_len = bucket(params.max_new_tokens, cfg.min_gen_bucket)
+    return batch, plen, bucket(params.max_new_tokens, cfg.min_gen_bucket)
+
+  def _generate_rows(self, chunk, params: SamplingParams) -> list[Completion]:
+    cfg = self.config
+    batch, plen, gen_len = self._bucket_shape(chunk, params)
     pad = self.tokenizer.pad_id
     tokens = np.full((batch, plen), pad, np.int32)
     lengths = np.ones((batch,), np.int32)

@@ -134,17 +134,6 @@ def test_stop_ids_stop_early_and_stop_strings_truncate(llama):
   assert truncate_at_stop_strings("abcSTOPdef", ["def", "STOP"]) == ("abc", True)
 
 
-def _bucket_keys(sampler, texts, max_new_tokens):
-  """The (batch, prompt, gen) buckets `generate` compiles for these prompts."""
-  cfg = sampler.config
-  lens = sorted(len(sampler.encode(r)) for r in _requests(texts))
-  step = cfg.max_batch_size
-  return {(bucket(len(lens[i:i + step]), 1),
-           bucket(max(lens[i:i + step]), cfg.min_prompt_bucket, cfg.prompt_buckets_per_octave),
-           bucket(max_new_tokens, cfg.min_gen_bucket))
-          for i in range(0, len(lens), step)}
-
-
 def test_bucketing_bounds_compiles(llama):
   _, cfg, params, tok = llama
   # A fresh jit (it is otherwise shared per model config across tests), so the
@@ -152,16 +141,17 @@ def test_bucketing_bounds_compiles(llama):
   sampler_mod._compiled_generate.cache_clear()
   sampler = Sampler(cfg, params, tok, sampler_config=SamplerConfig(max_batch_size=4))
   texts = [("word " * k).strip() for k in range(1, 12)]
-  sampler.generate(_requests(texts), SamplingParams(max_new_tokens=5, temperature=0.7))
-  first_keys = _bucket_keys(sampler, texts, 5)
+  first = SamplingParams(max_new_tokens=5, temperature=0.7)
+  sampler.generate(_requests(texts), first)
+  first_keys = sampler.bucket_shapes(_requests(texts), first)
   # 11 prompts in batches of 4: one compile per distinct bucket, not per batch.
   assert sampler.num_compiles == len(first_keys) < 3
   # Other prompts, lengths and sampling settings within the same buckets:
   # no new compilation.
   others = [t.replace("word", "more") for t in reversed(texts)]
-  assert _bucket_keys(sampler, others, 9) <= first_keys
-  sampler.generate(_requests(others),
-                   SamplingParams(max_new_tokens=9, temperature=0.0, top_p=0.5, top_k=3))
+  second = SamplingParams(max_new_tokens=9, temperature=0.0, top_p=0.5, top_k=3)
+  assert sampler.bucket_shapes(_requests(others), second) <= first_keys
+  sampler.generate(_requests(others), second)
   assert sampler.num_compiles == len(first_keys)
   # A prompt past the largest bucket so far compiles exactly one more.
   sampler.generate(_requests(["word " * 40]), SamplingParams(max_new_tokens=5))
