@@ -43,6 +43,15 @@ def world_preset(scenario: str, size: str) -> str:
   return "tiny" if scenario == "headline" else f"{scenario}_tiny"
 
 
+class StudyFailed(Exception):
+  """A scenario's study exited non-zero (its own message is in its output)."""
+
+  def __init__(self, scenario: str, returncode: int, study_dir: str):
+    super().__init__(f"scenario {scenario}: the study exited {returncode} "
+                     f"(logs under {study_dir})")
+    self.returncode = returncode
+
+
 def run_scenario(scenario: str, out: str, *, seeds: Sequence[int], size: str,
                  world_root: str, extra: Sequence[str]) -> str:
   """Runs one scenario's study; returns its study dir."""
@@ -55,8 +64,7 @@ def run_scenario(scenario: str, out: str, *, seeds: Sequence[int], size: str,
   print(f"[validate] {scenario}: {' '.join(cmd[2:])}", flush=True)
   proc = subprocess.run(cmd)
   if proc.returncode != 0:
-    raise RuntimeError(f"scenario {scenario}: the study exited {proc.returncode} "
-                       f"(logs under {study_dir})")
+    raise StudyFailed(scenario, proc.returncode, study_dir)
   return study_dir
 
 
@@ -136,8 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   world_root = os.path.abspath(args.world_root or os.path.join(out, "worlds"))
   rows = []
   for s in scenarios:
-    study_dir = run_scenario(s, out, seeds=seeds, size=args.size,
-                             world_root=world_root, extra=[*extra, *own[s]])
+    try:
+      study_dir = run_scenario(s, out, seeds=seeds, size=args.size,
+                               world_root=world_root, extra=[*extra, *own[s]])
+    except StudyFailed as e:  # a config error (2) stays 2; anything else is 1
+      print(f"[validate] {e}", file=sys.stderr)
+      return 2 if e.returncode == 2 else 1
     rows += matrix_rows(s, strict_json.load(os.path.join(study_dir, "report",
                                                          "verdicts.json")))
   jpath, mpath = write_matrix(out, rows)

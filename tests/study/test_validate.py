@@ -96,6 +96,16 @@ def test_usage_errors_exit_2(tmp_path, capsys):
   assert "SCENARIO:BINDING" in capsys.readouterr().err
 
 
+def test_a_study_config_error_exits_2_naming_the_scenario(tmp_path, capsys):
+  # The study itself refuses the binding (a trait whose benchmark is not
+  # run); validation passes its exit 2 on, without a traceback.
+  rc = validate.main([f"--out={tmp_path}", "--scenarios=drop_works", "--size=tiny", "--",
+                      "--gin_bindings=StudyConfig.benchmarks = ['toy_blackmail']"])
+  assert rc == 2
+  err = capsys.readouterr().err
+  assert "scenario drop_works: the study exited 2" in err and "Traceback" not in err
+
+
 def test_every_scenario_has_a_gin_and_a_world():
   from sftdiff.toyworld.params import get_preset
   for s, gin_file in validate.SCENARIO_GINS.items():
