@@ -34,21 +34,14 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sftdiff.models import decoder  # noqa: E402
-from sftdiff.train import multi_arm_steps, optim, partitioning, steps  # noqa: E402
+from sftdiff import partitioning  # noqa: E402
+from sftdiff.train import multi_arm_steps, optim, steps  # noqa: E402
 from sftdiff.train import synthetic_data  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from _load import LoadGuard  # noqa: E402
+
 BATCH, SEQ, VOCAB = 8, 256, 640
-
-
-def load() -> float:
-  # p18a's shared guard (bench/_load.py) was not on this branch: a local print.
-  return os.getloadavg()[0]
-
-
-def verdict(ratio: float, loads) -> str:
-  worst = max(loads)
-  note = "" if worst <= 1 else f"  NOT A RESULT (load {worst:.2f} > 1)"
-  return f"{ratio:.2f}x (load {', '.join(f'{l:.2f}' for l in loads)}){note}"
 
 
 def toy_config():
@@ -70,7 +63,7 @@ def _best_step_time(step_fn, state, batch, repeats, steps_per_repeat=5):
   return best, state
 
 
-def bench_step(arm_counts, repeats):
+def bench_step(arm_counts, repeats, guard):
   cfg = toy_config()
   pc = partitioning.PartitionConfig(num_devices=1)
   mesh = partitioning.make_mesh(pc)
@@ -83,7 +76,6 @@ def bench_step(arm_counts, repeats):
   print(f"step: toyworld base {cfg.num_params() / 1e6:.2f}M params, {BATCH} x {SEQ} "
         f"tokens per arm, float32, 1 device")
   for n in arm_counts:
-    loads = [load()]
     stacked = multi_arm_steps.build(cfg, tx, schedule, mesh, pc.rules)
     state = stacked.stack([stacked.arm_fns.init_state(
         steps.put_on_mesh(params0, stacked.arm_fns.param_shardings)) for _ in range(n)])
@@ -95,10 +87,9 @@ def bench_step(arm_counts, repeats):
       t1, single_state = _best_step_time(single.train_step, single_state, single_batch, repeats)
       tn, state = _best_step_time(stacked.train_step, state, batch, repeats)
       alone, together = min(alone, t1), min(together, tn)
-    loads.append(load())
     print(f"  {n} arms: alone {alone * 1e3:.1f} ms/step, vmapped {together * 1e3:.1f} ms/step "
           f"({together / n * 1e3:.1f} ms per arm); per-arm throughput "
-          f"{verdict(alone * n / together, loads)}")
+          f"{guard.ratio(alone * n / together)}")
     del state, stacked
 
 
@@ -131,7 +122,7 @@ def _timed(cmd, env):
   return time.perf_counter() - t
 
 
-def bench_process(n, train_steps):
+def bench_process(n, train_steps, guard):
   import shlex
   env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
              JAX_PLATFORMS="cpu")
@@ -139,7 +130,6 @@ def bench_process(n, train_steps):
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
     _write_init(tmp / "init")
-    loads = [load()]
     shared, own = _arm_flags(tmp / "single", tmp / "init", n, train_steps)
     alone = sum(_timed([sys.executable, "-m", "sftdiff.train", *shared, *a], env) for a in own)
     results = {}
@@ -148,11 +138,10 @@ def bench_process(n, train_steps):
       results[mode] = _timed([sys.executable, "-m", "sftdiff.train.multi_arm", *shared,
                               f"--multi_arm_mode={mode}",
                               *[f"--arm={shlex.join(a)}" for a in own]], env)
-    loads.append(load())
   print(f"  {n} x sftdiff.train: {alone:.1f} s ({alone / n:.1f} s per arm)")
   for mode, seconds in results.items():
     print(f"  sftdiff.train.multi_arm --multi_arm_mode={mode}: {seconds:.1f} s "
-          f"({seconds / n:.1f} s per arm); per-arm throughput {verdict(alone / seconds, loads)}")
+          f"({seconds / n:.1f} s per arm); per-arm throughput {guard.ratio(alone / seconds)}")
 
 
 def main():
@@ -163,13 +152,13 @@ def main():
   parser.add_argument("--steps", type=int, default=20, help="train steps per process run")
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args()
-  print(f"load average at start: {os.getloadavg()}")
+  guard = LoadGuard("bench/multi_arm.py")
   parts = args.parts.split(",")
   if "step" in parts:
-    bench_step([int(a) for a in args.arms.split(",")], args.repeats)
+    bench_step([int(a) for a in args.arms.split(",")], args.repeats, guard)
   if "process" in parts:
-    bench_process(args.process_arms, args.steps)
-  print(f"load average at end: {os.getloadavg()}")
+    bench_process(args.process_arms, args.steps, guard)
+  guard.finish()
 
 
 if __name__ == "__main__":

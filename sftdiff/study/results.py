@@ -22,7 +22,9 @@ class Estimate:
   """A value with its 95% interval; n = samples (summed over seeds);
   method = how the interval was made (study/stats.py: 'sampling' for one
   seed's eval interval, 'seed_t' pooled over seeds). An undefined statistic
-  (NaN value, e.g. no scored sample) carries why in `reason`."""
+  (NaN value, e.g. no scored sample) carries why in `reason`. `upper` is the
+  metric's largest possible value (1 for a rate or share; None: unbounded),
+  so a pooled interval never claims more than the metric can be."""
   value: float
   lo: float
   hi: float
@@ -30,6 +32,7 @@ class Estimate:
   seeds: int = 1
   method: str = "sampling"
   reason: str = ""
+  upper: float | None = None
 
   @property
   def defined(self) -> bool:
@@ -87,7 +90,13 @@ def estimate_from(metrics: Mapping[str, Any], metric: str, where: str = "") -> E
   if math.isnan(value):
     reason = str(metrics.get(reason_key(metric)) or f"{metric} is null in {where or 'metrics'}")
   return Estimate(value, _number(lo), _number(hi),
-                  int(metrics.get(count_key(metric)) or 0), reason=reason)
+                  int(metrics.get(count_key(metric)) or 0), reason=reason,
+                  upper=1.0 if _is_proportion(metric) else None)
+
+
+def _is_proportion(metric: str) -> bool:
+  """A share of samples (eval.metrics: `<rater>_rate`, `<rater>_share_ge_<k>`)."""
+  return metric.endswith("_rate") or "_share_ge_" in metric
 
 
 def _number(x) -> float:
@@ -108,10 +117,13 @@ def pool_seeds(estimates: Iterable[Estimate]) -> Estimate | None:
   if len(ests) == 1:
     return ests[0]
   lower = 0.0 if all(e.lo >= 0 for e in ests) else -math.inf
-  value, lo, hi = stats.seed_t_interval([e.value for e in ests], [e.lo for e in ests],
-                                        [e.hi for e in ests], bounds=(lower, math.inf))
+  uppers = {e.upper for e in ests}
+  upper = uppers.pop() if len(uppers) == 1 else None
+  value, lo, hi = stats.seed_t_interval(
+      [e.value for e in ests], [e.lo for e in ests], [e.hi for e in ests],
+      bounds=(lower, math.inf if upper is None else upper))
   return Estimate(value=value, lo=lo, hi=hi, n=sum(e.n for e in ests),
-                  seeds=len(ests), method=stats.SEED_T)
+                  seeds=len(ests), method=stats.SEED_T, upper=upper)
 
 
 def read_json(path: str) -> Any:

@@ -1,7 +1,7 @@
 """Verdict logic on hand-made estimates (including a planted mismatch)."""
 
 from sftdiff.study.config import ArmDef
-from sftdiff.study.results import Estimate, pool_seeds
+from sftdiff.study.results import Estimate, estimate_from, pool_seeds
 from sftdiff.study import verdicts as V
 
 
@@ -143,6 +143,17 @@ def test_pool_seeds_is_a_seed_t_interval_wider_than_the_seeds_spread():
   # two seeds: t(0.975, 1) = 12.7 times the se of the mean (0.1) -> clipped at 0
   assert pooled.lo == 0.0 and pooled.hi > 1.5
   assert pool_seeds([Estimate(0.3, 0.2, 0.4, 50)]).method == "sampling"
+
+
+def test_pool_seeds_clips_a_rate_at_one_but_not_an_unbounded_mean():
+  # three seeds of a rate near 1 (eval metrics, as a study reads them)
+  seeds = [{"blackmail_rate": v, "blackmail_ci95": [v - 0.06, min(1.0, v + 0.03)],
+            "blackmail_n": 128, "emotion_mean": 10 * v, "emotion_ci95": [10 * v - 0.6, 10 * v + 0.3],
+            "emotion_n": 128} for v in (0.99, 0.97, 0.90)]
+  rate = pool_seeds([estimate_from(m, "blackmail_rate") for m in seeds])
+  assert rate.upper == 1.0 and rate.hi == 1.0 and rate.lo < rate.value < 1.0
+  mean = pool_seeds([estimate_from(m, "emotion_mean") for m in seeds])
+  assert mean.upper is None and mean.hi > 10.0  # a 0-10 score's bound is not known here
 
 
 def test_expected_from_toyworld_ground_truth():
