@@ -39,7 +39,9 @@ benchmark's binding.json), then per benchmark sampling (incl. its
 compilations, → samples.jsonl), judging (→ verdicts.jsonl) and metrics
 (→ metrics.json). Stages run `parallelism` at a time, so phase sums are
 stage-seconds, not wall seconds; the wall time is printed separately.
-The numbers are indicative only when the load average is > 1.
+The numbers are indicative only when the run was not quiet (bench/_load.py:
+load > 1 at start, or other processes used more than a core; the study's
+own stages do not count).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from _load import LoadGuard
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 QUICK_STUDY = "studies/toyworld_quick.gin"
@@ -275,14 +279,13 @@ def main():
   parser.add_argument("--run", action="store_true", help="run the quick study first")
   parser.add_argument("--json_out", default=None)
   args, extra = parser.parse_known_args()
-  print(f"load average at start: {os.getloadavg()}")
+  guard = LoadGuard("bench/study.py")
   study_dir = pathlib.Path(args.study_dir).absolute()
   before = resource.getrusage(resource.RUSAGE_CHILDREN)
   lines = run_study(study_dir, extra) if args.run else None
   after = resource.getrusage(resource.RUSAGE_CHILDREN)
   cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
   phases, study, wall, steady, launches, compiles = breakdown(study_dir, lines)
-  load_end = os.getloadavg()
   stages = collections.Counter(l["stage"] for l in launches)
   print(f"study {study_dir}: {dict(stages)} stage launches, wall {wall:.1f} s")
   trained = sum(len(l.get("runs", [l["run"]])) for l in launches if l["stage"] == "train")
@@ -314,8 +317,7 @@ def main():
           f"({len(values)} stages, {s / len(values):.2f} s each)")
   if steady:
     print(f"  steady train step: {sum(steady) / len(steady) * 1e3:.0f} ms (mean over stages)")
-  print(f"load average at end: {load_end}"
-        + ("  (indicative only: load > 1)" if max(load_end) > 1 else ""))
+  guard.finish()  # quiet = nothing but the study and its stages used the CPU
   if args.json_out:
     from sftdiff import strict_json  # pylint: disable=g-import-not-at-top
     sys.path.insert(0, str(REPO))
@@ -326,7 +328,7 @@ def main():
                       "stage_cpu_s": dict(stage_cpu),
                       "compiles": {k: {"requested": r, "cache_hits": h}
                                    for k, (r, h) in compiles.items()},
-                      "load_end": list(load_end)}, args.json_out)
+                      "load": guard.summary()}, args.json_out)
 
 
 if __name__ == "__main__":
