@@ -279,7 +279,9 @@ def main():
   parser.add_argument("--run", action="store_true", help="run the quick study first")
   parser.add_argument("--json_out", default=None)
   args, extra = parser.parse_known_args()
-  guard = LoadGuard("bench/study.py")
+  # The load matters only while this bench runs the study; a finished
+  # study's times were taken whenever it ran.
+  guard = LoadGuard("bench/study.py") if args.run else None
   study_dir = pathlib.Path(args.study_dir).absolute()
   before = resource.getrusage(resource.RUSAGE_CHILDREN)
   lines = run_study(study_dir, extra) if args.run else None
@@ -317,7 +319,10 @@ def main():
           f"({len(values)} stages, {s / len(values):.2f} s each)")
   if steady:
     print(f"  steady train step: {sum(steady) / len(steady) * 1e3:.0f} ms (mean over stages)")
-  guard.finish()  # quiet = nothing but the study and its stages used the CPU
+  if guard:
+    guard.finish()  # quiet = nothing but the study and its stages used the CPU
+  else:
+    print("(read from a finished study: the load when it ran is not known here)")
   if args.json_out:
     from sftdiff import strict_json  # pylint: disable=g-import-not-at-top
     sys.path.insert(0, str(REPO))
@@ -328,7 +333,7 @@ def main():
                       "stage_cpu_s": dict(stage_cpu),
                       "compiles": {k: {"requested": r, "cache_hits": h}
                                    for k, (r, h) in compiles.items()},
-                      "load": guard.summary()}, args.json_out)
+                      "load": guard.summary() if guard else None}, args.json_out)
 
 
 if __name__ == "__main__":
