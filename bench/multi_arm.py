@@ -33,12 +33,11 @@ sys.path.insert(0, str(REPO))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sftdiff.models import decoder  # noqa: E402
 from sftdiff import partitioning  # noqa: E402
+from sftdiff.models import decoder  # noqa: E402
 from sftdiff.train import multi_arm_steps, optim, steps  # noqa: E402
 from sftdiff.train import synthetic_data  # noqa: E402
 
-sys.path.insert(0, str(REPO / "bench"))
 from _load import LoadGuard  # noqa: E402
 
 BATCH, SEQ, VOCAB = 8, 256, 640

@@ -9,13 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _load import LoadGuard  # noqa: E402
+from _load import LoadGuard
 
 
 def _write_jsonl(path: str, n: int) -> None:
