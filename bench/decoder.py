@@ -99,6 +99,7 @@ def main():
   parser.add_argument("--with_optimizer", action="store_true")
   parser.add_argument("--profile_dir", default=None)
   parser.add_argument("--skip_remat", action="store_true")
+  parser.add_argument("--attention_impl", default="xla")
   parser.add_argument("--hidden", type=int, default=256)
   parser.add_argument("--layers", type=int, default=4)
   parser.add_argument("--vocab", type=int, default=1024)
@@ -113,7 +114,8 @@ def main():
       num_heads=args.hidden // 64, num_kv_heads=max(1, args.hidden // 128), head_dim=64,
       vocab_size=args.vocab)
   args.vocab = shapes["vocab_size"]
-  cfg = tiny_config("llama", **shapes, max_position_embeddings=4 * args.seq_len)
+  cfg = tiny_config("llama", **shapes, max_position_embeddings=4 * args.seq_len,
+                    attention_impl=args.attention_impl)
   params = decoder.init_params(cfg, jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   tokens = rng.integers(1, args.vocab, (args.batch, args.seq_len + 1))

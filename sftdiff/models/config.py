@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import gin
 
 FAMILIES = ("llama", "qwen3", "gemma3", "olmo2", "olmo3")
-ATTENTION_IMPLS = ("xla", "cudnn")
+ATTENTION_IMPLS = ("xla", "xla_causal_blocks", "cudnn")
 FULL, SLIDING = "full_attention", "sliding_attention"
 ROPE_SCALING_TYPES = ("llama3", "yarn", "linear")
 
@@ -55,10 +55,13 @@ class ModelConfig:
     query_pre_attn_scalar: attention scale is its -1/2 power (None = head_dim).
     dtype: compute dtype; param_dtype: storage dtype of parameters.
     remat: rematerialise each layer in the backward pass (training memory).
-    attention_impl: 'xla' (einsum attention, any backend) or 'cudnn'
-      (`jax.nn.dot_product_attention`'s fused cuDNN flash kernel: GPU only,
-      bf16/fp16 compute, no logit soft-capping). The KV-cache decode path
-      always uses 'xla'.
+    attention_impl: 'xla' (einsum attention, any backend), 'xla_causal_blocks'
+      (the same in 64-query blocks that skip the keys after each block: ~40%
+      less attention work at 256 tokens, 1.3x the toy train step on CPU;
+      needs rows whose mask is causal in index order, as packed and padded
+      rows are) or 'cudnn' (`jax.nn.dot_product_attention`'s fused cuDNN
+      flash kernel: GPU only, bf16/fp16 compute, no logit soft-capping). The
+      KV-cache decode path always uses 'xla'.
   """
   family: str = "llama"
   vocab_size: int = 256

@@ -129,3 +129,18 @@ def test_bad_mode():
   with pytest.raises(ValueError, match="packing='greedy'"):
     packing.pack(grain.MapDataset.range(1).to_iter_dataset(), seq_len=4,
                  packing="greedy")
+
+
+@pytest.mark.parametrize("mode", ["first_fit", "best_fit"])
+def test_rows_mask_is_causal_in_index_order(mode):
+  # The precondition of ModelConfig.attention_impl='xla_causal_blocks': no
+  # query may see a key placed after it in the row.
+  from sftdiff.models import decoder  # pylint: disable=g-import-not-at-top
+  lengths = [3, 7, 2, 5, 4, 6, 1, 8, 9, 2]
+  rows = _pack([packing.shift_example(_example(i, n)) for i, n in enumerate(lengths)],
+               seq_len=12, packing=mode, num_packing_bins=3)
+  assert any(len(np.unique(r["segment_ids"][r["segment_ids"] > 0])) > 1 for r in rows)
+  for row in rows:
+    pos, seg = row["positions"][None], row["segment_ids"][None]
+    mask = np.asarray(decoder.attention_mask(pos, seg, pos, seg))[0]
+    assert mask.any() and not np.triu(mask, 1).any()
