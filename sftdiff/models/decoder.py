@@ -179,8 +179,26 @@ def _cache_weighted_values(probs_BxKxGxLxS, values_BxKxSxD):
 CAUSAL_BLOCK = 64
 
 
+def _masked_probs(logits_BxKxGxLxS, mask_BxLxS, cfg):
+  """Scaled, soft-capped and masked float32 scores -> probabilities in cfg.dtype."""
+  logits = logits_BxKxGxLxS * cfg.attention_scale
+  if cfg.attn_logit_softcapping:
+    cap = cfg.attn_logit_softcapping
+    logits = jnp.tanh(logits / cap) * cap
+  logits = jnp.where(mask_BxLxS[:, None, None], logits, _NEG_INF)
+  return jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)
+
+
+def _einsum_attention(q_BxLxKxGxD, keys_BxSxKxD, values_BxSxKxD, mask_BxLxS, cfg):
+  """Attention without a cache; output [B, L, K, G, D]."""
+  logits = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxGxD, keys_BxSxKxD.astype(q_BxLxKxGxD.dtype),
+                      preferred_element_type=jnp.float32)
+  probs = _masked_probs(logits, mask_BxLxS, cfg)
+  return jnp.einsum("bkgls,bskd->blkgd", probs, values_BxSxKxD.astype(cfg.dtype))
+
+
 def _causal_block_attention(q_BxLxKxGxD, keys_BxSxKxD, values_BxSxKxD, mask_BxLxS, cfg):
-  """Attention without a cache in query blocks, each against the keys up to its end.
+  """`_einsum_attention` in query blocks, each against the keys up to its end.
 
   The key blocks above the diagonal are skipped, which is exact whenever the
   mask is zero above it: positions rise along each segment and segments are
@@ -193,16 +211,9 @@ def _causal_block_attention(q_BxLxKxGxD, keys_BxSxKxD, values_BxSxKxD, mask_BxLx
   outs = []
   for start in range(0, l, CAUSAL_BLOCK):
     stop = min(start + CAUSAL_BLOCK, l)
-    logits = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxGxD[:, start:stop],
-                        keys_BxSxKxD[:, :stop].astype(q_BxLxKxGxD.dtype),
-                        preferred_element_type=jnp.float32) * cfg.attention_scale
-    if cfg.attn_logit_softcapping:
-      cap = cfg.attn_logit_softcapping
-      logits = jnp.tanh(logits / cap) * cap
-    logits = jnp.where(mask_BxLxS[:, None, None, start:stop, :stop], logits, _NEG_INF)
-    probs = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)
-    outs.append(jnp.einsum("bkgls,bskd->blkgd", probs,
-                           values_BxSxKxD[:, :stop].astype(cfg.dtype)))
+    outs.append(_einsum_attention(q_BxLxKxGxD[:, start:stop], keys_BxSxKxD[:, :stop],
+                                  values_BxSxKxD[:, :stop], mask_BxLxS[:, start:stop, :stop],
+                                  cfg))
   return jnp.concatenate(outs, axis=1)
 
 
@@ -275,19 +286,9 @@ class Attention(nn.Module):
     else:
       q_BxLxKxGxD = q.reshape(b, l, kvh, n // kvh, d)
       if kv_state is None:
-        logits = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxGxD, keys.astype(q.dtype),
-                            preferred_element_type=jnp.float32)
+        out = _einsum_attention(q_BxLxKxGxD, keys, values, mask_BxLxS, cfg)
       else:
-        logits = _cache_scores(q_BxLxKxGxD, keys.astype(q.dtype))
-      logits = logits * cfg.attention_scale
-      if cfg.attn_logit_softcapping:
-        cap = cfg.attn_logit_softcapping
-        logits = jnp.tanh(logits / cap) * cap
-      logits = jnp.where(mask_BxLxS[:, None, None], logits, _NEG_INF)
-      probs = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)
-      if kv_state is None:
-        out = jnp.einsum("bkgls,bskd->blkgd", probs, values.astype(cfg.dtype))
-      else:
+        probs = _masked_probs(_cache_scores(q_BxLxKxGxD, keys.astype(q.dtype)), mask_BxLxS, cfg)
         out = _cache_weighted_values(probs, values.astype(cfg.dtype))
       out_BxLxNxD = out.reshape(b, l, n, d)
     out_BxLxNxD = _constrain(out_BxLxNxD, ("batch", "length", "heads", "kv"))
