@@ -20,10 +20,8 @@ optimizer) for the same random llama-family model:
   2. peer: transformers `LlamaForCausalLM` (torch CPU, eager attention),
      forward + backward on the same weights, exported with save_hf_checkpoint;
   3. ours with `remat=True`.
-Each is warmed up once (compilation excluded), then all sides are timed in
---rounds alternating rounds of --repeats calls (bench/_timing.py: the VM's
-drift hits every side alike); prints tokens/s of each side's median round,
-the ratio to the peer with its per-round range, and achieved FLOP/s from
+Each is warmed up once (compilation excluded) and timed over --repeats calls;
+prints tokens/s, the ratio to the peer, and achieved FLOP/s from
 ModelConfig.flops_per_token.
 """
 
@@ -41,7 +39,14 @@ from sftdiff.models import decoder, hf_io
 from sftdiff.testing.models import tiny_config
 
 from _load import LoadGuard
-from _timing import interleaved, median, ratio_spread
+
+
+def _time(fn, repeats):
+  fn()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    fn()
+  return (time.perf_counter() - start) / repeats
 
 
 _PRESETS = {
@@ -101,8 +106,6 @@ def main():
   parser.add_argument("--seq_len", type=int, default=256)
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--rounds", type=int, default=3,
-                      help="alternating rounds of every side (see bench/_timing.py)")
   args = parser.parse_args()
   guard = LoadGuard("bench/decoder.py")
 
@@ -129,13 +132,21 @@ def main():
     step = jax.jit(jax.value_and_grad(loss))
     return lambda: jax.block_until_ready(step(params))
 
-  sides = {"sftdiff Decoder (jit)": jax_step(cfg)}
+  ours = _time(jax_step(cfg), args.repeats)
+  rows = [("sftdiff Decoder (jit)", ours)]
   if not args.skip_remat:
-    sides["sftdiff Decoder, remat=True"] = jax_step(cfg.replace(remat=True))
+    rows.append(("sftdiff Decoder, remat=True", _time(jax_step(cfg.replace(remat=True)),
+                                                      args.repeats)))
   if args.with_optimizer:
     train = _train_step(cfg, params, _packed_batch(rng, args.vocab, args.batch, args.seq_len),
                         args.batch)
-    sides["sftdiff train step (steps.build: packed segments, AdamW + clip)"] = train
+    rows.append(("sftdiff train step (steps.build: packed segments, AdamW + clip)",
+                 _time(train, args.repeats)))
+    if args.profile_dir:
+      with jax.profiler.trace(args.profile_dir):
+        for _ in range(3):
+          train()
+      print(f"profile (3 train steps): {args.profile_dir}")
 
   import torch
   import transformers
@@ -152,29 +163,18 @@ def main():
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, args.vocab), t_targets.reshape(-1))
     loss.backward()
 
-  peer_name = "peer: transformers LlamaForCausalLM (torch, loss + grad)"
-  sides[peer_name] = torch_step
-  per_round = interleaved(sides, args.repeats, args.rounds)
-  if args.profile_dir and args.with_optimizer:
-    with jax.profiler.trace(args.profile_dir):
-      for _ in range(3):
-        train()
-    print(f"profile (3 train steps): {args.profile_dir}")
+  peer = _time(torch_step, args.repeats)
 
   flops = cfg.flops_per_token(args.seq_len) * n_tokens
   print(f"model: llama hidden {cfg.hidden_size}, {cfg.num_layers} layers, vocab {args.vocab}, "
         f"{cfg.num_params():,} params, batch {args.batch} x {args.seq_len}, float32, "
         f"torch threads {torch.get_num_threads()}")
-  print(f"{args.rounds} alternating rounds of {args.repeats} calls per side; tokens/s from "
-        "each side's median round, ratio = the medians' ratio (the per-round range after it)")
-  print("| loss + grad | tokens/s | ratio to peer | per-round ratios | GFLOP/s |")
-  print("|---|---|---|---|---|")
-  peer = per_round[peer_name]
-  for name, seconds in per_round.items():
-    low, high = ratio_spread(peer, seconds)
-    print(f"| {name} | {n_tokens / median(seconds):,.0f} | "
-          f"{guard.ratio(median(peer) / median(seconds))} | {low:.2f}-{high:.2f} | "
-          f"{flops / median(seconds) / 1e9:.1f} |")
+  print("| loss + grad | tokens/s | ratio to peer | GFLOP/s |")
+  print("|---|---|---|---|")
+  rows.append(("peer: transformers LlamaForCausalLM (torch, loss + grad)", peer))
+  for name, seconds in rows:
+    print(f"| {name} | {n_tokens / seconds:,.0f} | {guard.ratio(peer / seconds)} | "
+          f"{flops / seconds / 1e9:.1f} |")
   guard.finish()
 
 

@@ -92,38 +92,6 @@ class RMSNorm(nn.Module):
     return (normed * (1.0 + scale if self.offset else scale)).astype(self.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _contract(x, kernel, num_in):
-  """x [..., *in] · kernel [*in, *out] -> [..., *out] (`num_in` = len(in)).
-
-  Differentiated by hand only to shape the kernel's gradient. Autodiff's is
-  the transpose of a dot, which XLA:CPU lays out by writing the whole output
-  gradient transposed first, a strided copy that costs about as much as the
-  matmul at the toy shapes. As one [N, in] x [N, out] product contracting N
-  it needs no copy and sums the same products in the same order: the
-  gradients are bit-identical (tests/models/test_decoder.py)."""
-  return _contract_forward(x, kernel, num_in)[0]
-
-
-def _contract_forward(x, kernel, num_in):
-  letters = "abcdefghijklmnopqrstuvwxyz"
-  ins, outs = letters[:num_in], letters[num_in:kernel.ndim]
-  return jnp.einsum(f"...{ins},{ins}{outs}->...{outs}", x, kernel), (x, kernel)
-
-
-def _contract_backward(num_in, residuals, g):
-  x, kernel = residuals
-  num_batch = x.ndim - num_in
-  dx = jax.lax.dot_general(g, kernel, ((tuple(range(num_batch, g.ndim)),
-                                        tuple(range(num_in, kernel.ndim))), ((), ())))
-  n = math.prod(x.shape[:num_batch])
-  d_kernel = jax.lax.dot_general(x.reshape(n, -1), g.reshape(n, -1), (((0,), (0,)), ((), ())))
-  return dx.astype(x.dtype), d_kernel.reshape(kernel.shape).astype(kernel.dtype)
-
-
-_contract.defvjp(_contract_forward, _contract_backward)
-
-
 class _Dense(nn.Module):
   """Linear map contracting the last `num_in` input axes with a kernel declared
   at its final shape [*in_dims, *features], whose logical names are `axes`
@@ -150,7 +118,10 @@ class _Dense(nn.Module):
 
     kernel = self.param("kernel", nn.with_logical_partitioning(kernel_init, self.axes),
                         (*in_dims, *self.features), self.param_dtype)
-    y = _contract(x.astype(self.dtype), kernel.astype(self.dtype), self.num_in)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    ins, outs = letters[:self.num_in], letters[self.num_in:self.num_in + len(self.features)]
+    y = jnp.einsum(f"...{ins},{ins}{outs}->...{outs}", x.astype(self.dtype),
+                   kernel.astype(self.dtype))
     if self.use_bias:
       bias = self.param("bias", nn.with_logical_partitioning(
           nn.initializers.zeros, self.axes[self.num_in:]), self.features, self.param_dtype)

@@ -130,58 +130,6 @@ def test_remat_matches_and_gradients_reach_every_param():
     np.testing.assert_allclose(g, gr, atol=1e-6)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("x_shape,kernel_shape,num_in", [
-    ((2, 12, 16), (16, 40), 1),        # MLP gate/up
-    ((2, 12, 16), (16, 3, 8), 1),      # q/k/v: several output axes
-    ((2, 12, 3, 8), (3, 8, 16), 2),    # o_proj: several input axes
-])
-def test_dense_gradients_equal_autodiff_of_the_einsum(x_shape, kernel_shape, num_in, dtype):
-  """`_contract`'s hand-written backward (there only to avoid XLA:CPU's
-  transposed copies) gives autodiff's gradients for every kernel shape."""
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=x_shape), dtype)
-  kernel = jnp.asarray(rng.normal(size=kernel_shape), dtype)
-  letters = "abcdefghijklmnopqrstuvwxyz"
-  ins, outs = letters[:num_in], letters[num_in:len(kernel_shape)]
-  einsum = lambda x, k: jnp.einsum(f"...{ins},{ins}{outs}->...{outs}", x, k)
-  y_ref, vjp_ref = jax.vjp(einsum, x, kernel)
-  y, vjp = jax.vjp(lambda x, k: decoder._contract(x, k, num_in), x, kernel)
-  g = jnp.asarray(rng.normal(size=y.shape), dtype)
-  np.testing.assert_array_equal(y, y_ref)
-  tol = 1e-5 if dtype == "float32" else 2e-2
-  for got, want in zip(vjp(g), vjp_ref(g)):
-    assert got.shape == want.shape and got.dtype == want.dtype
-    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
-                               rtol=tol, atol=tol)
-
-
-def test_sharded_gradients_match_single_device():
-  """The kernels' gradients (`_contract` reshapes the batch axes together)
-  under the trainer's mesh and rules equal the single-device ones."""
-  from sftdiff import partitioning
-  cfg = tiny_config("qwen3", attention_bias=True)
-  params = decoder.init_params(cfg, jax.random.PRNGKey(0))
-  tokens = jnp.arange(64).reshape(4, 16) % cfg.vocab_size
-  pos, seg = jnp.tile(jnp.arange(16), (4, 1)), jnp.ones((4, 16), jnp.int32)
-
-  def loss(p):
-    logits, _ = decoder.Decoder(cfg).apply({"params": p}, tokens, pos, seg)
-    return -jnp.mean(jax.nn.log_softmax(logits)[..., 1])
-
-  expected = jax.jit(jax.grad(loss))(params)
-  mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 2, 2), partitioning.MESH_AXES)
-  rules = partitioning.PartitionConfig().rules
-  sharded_params = jax.device_put(
-      params, partitioning.logical_to_sharding(decoder.logical_axes(cfg), mesh, rules))
-  with partitioning.tracing_context(mesh, rules, True):
-    grads = jax.jit(jax.grad(loss))(sharded_params)
-  for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
-    want = functools.reduce(lambda t, k: t[k.key], path, expected)
-    assert np.abs(np.asarray(want)).max() > 0, path
-    np.testing.assert_allclose(g, want, atol=1e-6, err_msg=jax.tree_util.keystr(path))
-
-
 def test_sharded_forward_over_mesh_matches_single_device():
   cfg = tiny_config("qwen3")
   params = decoder.init_params(cfg, jax.random.PRNGKey(0))
